@@ -1,0 +1,29 @@
+# `make dev` and `make test` work on a fresh machine: they create .venv and install what they need.
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTHON ?= python3
+
+.PHONY: dev test check test-tools
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+dev: $(STAMP)
+	$(BIN)/durable dev
+
+# Test-only tools: Debian chromium (browser tests) and the Node load generator / JS clients.
+test-tools: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	test -d benchmarks/loadgen/node_modules || (cd benchmarks/loadgen && npm ci --silent)
+
+check: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: $(STAMP) test-tools check
+	$(BIN)/pytest

@@ -1,0 +1,72 @@
+"""durable: Durable Objects for Python, embedded or on Ray.
+
+See ``../shared/DESIGN.md`` for the concepts; every name here is part of the public API.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.websockets import WebSocket
+
+from durable.connection import connect
+from durable.errors import (
+    BatchTooLarge,
+    ConnectionLost,
+    CpuTimeExceeded,
+    DataCloneError,
+    DataDirInUse,
+    DurableError,
+    InvalidArgument,
+    InvalidObjectId,
+    InvalidRouteKey,
+    KeyTooLarge,
+    MessageTooLarge,
+    ObjectReset,
+    Overloaded,
+    RemoteError,
+    RpcError,
+    SqlError,
+    StorageLimitExceeded,
+    TransactionError,
+    ValueTooLarge,
+)
+from durable.ids import ObjectId
+from durable.limits import Limits
+from durable.object import AlarmInfo, DurableObject, ObjectState
+from durable.values import register_type
+from durable.worker import Worker
+
+__all__ = [
+    "AlarmInfo",
+    "BatchTooLarge",
+    "ConnectionLost",
+    "CpuTimeExceeded",
+    "DataCloneError",
+    "DataDirInUse",
+    "DurableError",
+    "DurableObject",
+    "InvalidArgument",
+    "InvalidObjectId",
+    "InvalidRouteKey",
+    "JSONResponse",
+    "KeyTooLarge",
+    "Limits",
+    "MessageTooLarge",
+    "ObjectId",
+    "ObjectReset",
+    "ObjectState",
+    "Overloaded",
+    "RemoteError",
+    "Request",
+    "Response",
+    "RpcError",
+    "SqlError",
+    "StorageLimitExceeded",
+    "TransactionError",
+    "ValueTooLarge",
+    "WebSocket",
+    "Worker",
+    "connect",
+    "register_type",
+]

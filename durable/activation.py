@@ -1,0 +1,176 @@
+"""An activation: one live instance of an object, from its first event to eviction or reset.
+
+Guarantees:
+- Events start in arrival order: ``invoke`` runs the handler in the caller's task without
+  yielding first, so calls issued in order start in order; held events (input gate closed) are
+  released in order.
+- At most ``Limits.max_pending_events`` events are in an activation at once; one more raises
+  ``Overloaded`` before it is delivered.
+- A reply leaves ``invoke`` only after the output gate (``gates.wait_durable``).
+- A reset (``block_concurrency_while`` failure or timeout, ``abort()``, CPU limit, failed commit)
+  is sticky: every event of this activation fails with the reset's error, the host forgets the
+  activation, and the next event builds a new one (``__init__`` runs again).
+
+Does not guarantee: an event cancelled by its caller stops at its next await; writes it made
+before are kept (as a handler that raises).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from enum import Enum
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from durable.cache import ObjectCache
+from durable.errors import ObjectReset
+from durable.gates import InputGate, wait_durable
+from durable.limits import Limits
+from durable.namespace import current_activation
+from durable.object import DurableObject, ObjectState
+from durable.storage import Storage
+
+if TYPE_CHECKING:
+    from durable.clock import Clock
+    from durable.host import Host
+    from durable.ids import ObjectId
+
+T = TypeVar("T")
+BCW_TIMEOUT = 30.0
+
+
+class ActivationState(Enum):
+    """Lifecycle of an activation."""
+
+    ACTIVE = "active"  # serving events; -> BROKEN (reset) or EVICTED (idle, memory)
+    BROKEN = "broken"  # reset: every event fails; final
+    EVICTED = "evicted"  # dropped by the host; final
+
+
+class Activation:
+    """The live instance of one object and its per-instance machinery."""
+
+    def __init__(
+        self,
+        host: Host,
+        cls: type[DurableObject],
+        oid: ObjectId,
+        cache: ObjectCache,
+        storage: Storage,
+        limits: Limits,
+    ) -> None:
+        self.host = host
+        self.oid = oid
+        self.cache = cache
+        self.storage = storage
+        self.limits = limits
+        self.env = host.env
+        self.clock: Clock = host.clock
+        self.state = ActivationState.ACTIVE
+        self.gate = InputGate()
+        self.pending = 0
+        self.tasks: set[asyncio.Future[Any]] = set()
+        self.last_active = self.clock.now()
+        self.retry_alarm = True
+        self.instance = self._construct(cls)
+
+    def _construct(self, cls: type[DurableObject]) -> DurableObject:
+        instance = cls.__new__(cls)
+        instance.ctx = ObjectState(self)  # set before __init__ so ctx works in subclasses' init
+        instance.env = self.env
+        instance.__init__(instance.ctx, self.env)  # type: ignore[misc]
+        return instance
+
+    @property
+    def idle(self) -> bool:
+        """No event in flight and no ``wait_until``/blocking work: safe to evict."""
+        return not self.pending and not self.tasks and not self.gate.closed
+
+    async def invoke(self, handler: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run one event: input gate, the handler under the CPU guard, then the output gate."""
+        self.host.admit(self)
+        self.pending += 1
+        try:
+            if self.gate.closed or self.gate.broken is not None:
+                await self.gate.enter()
+            token = current_activation.set(self)
+            try:
+                result = await self.host.guard.metered(handler(), self.limits.cpu_ms)
+            except Exception as error:
+                error.remote = True  # type: ignore[attr-defined]
+                raise
+            finally:
+                current_activation.reset(token)
+            self._raise_if_broken()
+            await wait_durable(self.cache)
+            return result
+        except BaseException as error:
+            self._on_error(error)
+            raise
+        finally:
+            self.pending -= 1
+            self.last_active = self.clock.now()
+            self.host.touched(self)
+
+    def _raise_if_broken(self) -> None:
+        if self.gate.broken is not None:
+            raise self.gate.broken
+
+    def _on_error(self, error: BaseException) -> None:
+        from durable.errors import CpuTimeExceeded
+
+        active = self.state is ActivationState.ACTIVE
+        if active and isinstance(error, CpuTimeExceeded | ObjectReset):
+            self.reset(error)
+
+    def reset(self, error: BaseException) -> None:
+        """Break this activation: pending and later events fail with ``error``."""
+        if self.state is not ActivationState.ACTIVE:
+            return
+        self.state = ActivationState.BROKEN
+        error.durable_object_reset = True  # type: ignore[attr-defined]
+        self.gate.break_(error)
+        self.host.forget(self)
+
+    # -- ctx controls -----------------------------------------------------------------------------
+    def block_concurrency_while(self, fn: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        self.gate.close()
+        task = asyncio.ensure_future(self._blocking(fn))
+        self.tasks.add(task)
+        task.add_done_callback(self._blocking_done)
+        return task
+
+    async def _blocking(self, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            async with asyncio.timeout(BCW_TIMEOUT):
+                return await fn()
+        except BaseException as error:
+            if isinstance(error, TimeoutError):
+                error = ObjectReset("block_concurrency_while() callback ran longer than 30 s")
+            error.remote = True  # type: ignore[attr-defined]
+            self.reset(error)
+            raise error from None
+
+    def _blocking_done(self, task: asyncio.Future[Any]) -> None:
+        self.tasks.discard(task)
+        self.gate.open()
+        if not task.cancelled():
+            task.exception()  # retrieved: the error reaches callers through the broken gate
+
+    def wait_until(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Future[Any]) -> None:
+        self.tasks.discard(task)
+        self.last_active = self.clock.now()
+        self.host.touched(self)
+        if not task.cancelled() and task.exception() is not None:
+            self.host.log_background_error(self, task.exception())
+
+    def abort(self, reason: str | None, *, retry_alarm: bool) -> None:
+        self.retry_alarm = retry_alarm
+        error = ObjectReset(reason or "ctx.abort() was called")
+        self.reset(error)
+        raise error

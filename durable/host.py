@@ -1,0 +1,382 @@
+"""A Host runs many objects of the partitions it owns, in one asyncio event loop.
+
+Guarantees:
+- One activation per object at a time; it is built on the object's first event and dropped
+  after ``idle_timeout`` seconds without events (hibernation), never while an event,
+  ``wait_until`` work or ``block_concurrency_while`` runs, nor while it has uncommitted writes.
+- Group commit: every object's writes of one event-loop turn commit in one transaction per
+  database, in a callback scheduled with ``call_soon`` on the first write of the turn; replies wait
+  for it (output gate). A failing object is isolated (retried alone) and reset.
+- Promotion to an object file (first ``sql.exec``) is crash-safe: copy to ``.tmp``, fsync,
+  rename, fsync the folder, then flip the ``objects`` row in one partition transaction.
+- Open object files stay under an fd budget (``RLIMIT_NOFILE`` soft limit minus a reserve for
+  sockets, 3 fds per WAL database): the least recently used idle file is closed first.
+- ``close()`` flushes, cancels timers, closes every database and releases every lock.
+
+Does not guarantee: fairness between objects beyond the event loop's FIFO scheduling.
+
+On failure: a failed commit resets only the objects whose writes failed; their callers get
+``ObjectReset``. An error in a ``wait_until`` task is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import resource
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from starlette.requests import Request
+
+from durable import values
+from durable.activation import Activation
+from durable.alarms import AlarmOutcome, AlarmScheduler
+from durable.cache import ObjectCache
+from durable.clock import Clock, Timer
+from durable.errors import MessageTooLarge, Overloaded, RpcError
+from durable.faults import faults
+from durable.gates import CpuGuard, wait_durable
+from durable.ids import ObjectId
+from durable.limits import Limits
+from durable.namespace import FetchResponse, materialize
+from durable.object import AlarmInfo, DurableObject, rpc_method
+from durable.partition import Partition, StorageKind
+from durable.sql import ObjectFile, SqlStorage
+from durable.storage import Storage, StorageContext
+
+log = logging.getLogger("durable.host")
+FDS_PER_FILE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceConfig:
+    cls: type[DurableObject]
+    limits: Limits
+
+
+@dataclass(frozen=True, slots=True)
+class HostStatistics:
+    partitions: int
+    active_objects: int
+    open_files: int
+    max_open_files: int
+    commits: int
+    activations: int
+    evictions: int
+    resets: int
+    pending_alarms: int
+
+
+class Host:
+    """Owns partitions and runs their objects."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        partitions: list[int],
+        partition_count: int,
+        namespaces: Mapping[str, NamespaceConfig],
+        clock: Clock,
+        idle_timeout: float = 10.0,
+        max_open_files: int | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.partition_count = partition_count
+        self.namespaces = dict(namespaces)
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self.env: Any = None
+        full = any(c.limits.synchronous == "full" for c in self.namespaces.values())
+        sync = "full" if full else "normal"
+        self.partitions = {i: Partition(data_dir, i, sync) for i in partitions}
+        self.max_open_files = max_open_files or _file_budget()
+        self.guard = CpuGuard()
+        self.alarms = AlarmScheduler(clock, self._fire_alarm, self._drop_alarm)
+        self._active: OrderedDict[ObjectId, Activation] = OrderedDict()
+        self._files: OrderedDict[ObjectCache, None] = OrderedDict()
+        self._dirty: dict[ObjectCache, None] = {}
+        self._round: asyncio.Future[set[ObjectCache]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweep_timer: Timer | None = None
+        self._commits = self._activations = self._evictions = self._resets = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        opened = []
+        try:
+            for partition in self.partitions.values():
+                partition.open()
+                opened.append(partition)
+        except BaseException:
+            for partition in opened:
+                partition.close()
+            raise
+        self.guard.start()
+        self._rearm_alarms()
+
+    def _rearm_alarms(self) -> None:
+        for partition in self.partitions.values():
+            for ns, raw, name, alarm in partition.pending_alarms():
+                if ns in self.namespaces:
+                    self.alarms.schedule(ObjectId(bytes(raw), ns, name), alarm)
+
+    async def close(self) -> None:
+        self.flush()
+        await self.alarms.close()
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+        tasks = [t for a in self._active.values() for t in a.tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.flush()
+        for cache in list(self._files):
+            self._close_file(cache)
+        self._active.clear()
+        for partition in self.partitions.values():
+            partition.close()
+        self.guard.stop()
+
+    # -- activation ------------------------------------------------------------------------------
+    def activate(self, oid: ObjectId) -> Activation:
+        activation = self._active.get(oid)
+        if activation is not None:
+            return activation
+        config = self.namespaces[oid.namespace]
+        partition = self.partitions[oid.partition(self.partition_count)]
+        record = partition.record(oid.namespace, oid.raw)
+        cache = ObjectCache(self, partition, oid, record, config.limits.max_storage_bytes)
+        if cache.kind is StorageKind.FILE:
+            cache.alarm = self.open_file(cache).alarm()
+        shared = StorageContext(
+            cache,
+            config.limits,
+            lambda: int(self.clock.now() * 1000),
+            callable(getattr(config.cls, "alarm", None)),
+            lambda: SqlStorage(lambda: self.open_file(cache), cache.touch_sql),
+            lambda: wait_durable(cache),
+        )
+        activation = Activation(self, config.cls, oid, cache, Storage(shared), config.limits)
+        self._active[oid] = activation
+        self._activations += 1
+        self.touched(activation)
+        return activation
+
+    def admit(self, activation: Activation) -> None:
+        limit = activation.limits.max_pending_events
+        if activation.pending >= limit:
+            raise Overloaded(f"Durable Object {activation.oid}", limit)
+
+    def touched(self, activation: Activation) -> None:
+        if self._active.get(activation.oid) is activation:
+            self._active.move_to_end(activation.oid)
+        if self._sweep_timer is None and self._active:
+            self._schedule_sweep()
+
+    def forget(self, activation: Activation) -> None:
+        """Drop a reset activation: its cache (and buffered writes) are discarded."""
+        if self._active.get(activation.oid) is activation:
+            del self._active[activation.oid]
+        self._resets += 1
+        self._dirty.pop(activation.cache, None)
+        cache = activation.cache
+        if cache.file is not None:
+            cache.file.rollback()
+            self._close_file(cache)
+
+    def log_background_error(self, activation: Activation, error: BaseException | None) -> None:
+        log.error("wait_until task of %s failed", activation.oid, exc_info=error)
+
+    # -- idle eviction -----------------------------------------------------------------------------
+    def _schedule_sweep(self) -> None:
+        first = next(iter(self._active.values()))
+        self._sweep_timer = self.clock.call_at(first.last_active + self.idle_timeout, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweep_timer = None
+        now = self.clock.now()
+        for activation in list(self._active.values()):
+            if activation.last_active + self.idle_timeout > now:
+                break
+            if activation.idle and not activation.cache.busy:
+                self.evict(activation)
+        if self._active:
+            first = next(iter(self._active.values()))
+            when = first.last_active + self.idle_timeout
+            # A busy object at the front is moved back when it finishes; look again in 1 s.
+            self._sweep_timer = self.clock.call_at(when if when > now else now + 1.0, self._sweep)
+
+    def evict(self, activation: Activation) -> None:
+        """Hibernate: drop the instance and its cache, close its file. Storage stays."""
+        from durable.activation import ActivationState
+
+        activation.state = ActivationState.EVICTED
+        del self._active[activation.oid]
+        if activation.cache in self._files:
+            self._close_file(activation.cache)
+        self._evictions += 1
+
+    # -- calls ----------------------------------------------------------------------------------
+    async def call(self, oid: ObjectId, method: str, payload: bytes) -> bytes:
+        """An RPC: decode the arguments, run the method as one event, encode the result."""
+        activation = self.activate(oid)
+        target = rpc_method(activation.instance, method)
+        args, kwargs = cast(tuple[tuple[Any, ...], dict[str, Any]], values.decode(payload))
+        limit = activation.limits.max_rpc_bytes
+
+        async def handler() -> bytes:
+            result = target(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            data = values.encode(result)
+            if len(data) > limit:
+                raise MessageTooLarge(len(data), limit)
+            return data
+
+        return await activation.invoke(handler)
+
+    async def fetch(self, oid: ObjectId, request: Request) -> FetchResponse:
+        """An HTTP request into the object's ``fetch``, its response collected whole."""
+        activation = self.activate(oid)
+        fetch = getattr(activation.instance, "fetch", None)
+        if not callable(fetch):
+            raise RpcError.no_fetch()
+
+        async def handler() -> FetchResponse:
+            return await materialize(await fetch(request))
+
+        return await activation.invoke(handler)
+
+    # -- group commit --------------------------------------------------------------------------
+    def mark_dirty(self, cache: ObjectCache) -> asyncio.Future[set[ObjectCache]]:
+        if self._round is None:
+            assert self._loop is not None
+            self._round = self._loop.create_future()
+            self._loop.call_soon(self.flush)
+        self._dirty[cache] = None
+        return self._round
+
+    def flush(self) -> None:
+        """Commit every dirty object now: one transaction per partition database."""
+        round_, self._round = self._round, None
+        dirty, self._dirty = self._dirty, {}
+        if round_ is None:
+            return
+        failed: set[ObjectCache] = set()
+        batches: dict[Partition, list[tuple[ObjectCache, Any]]] = {}
+        for cache in dirty:
+            try:
+                batches.setdefault(cache.partition, []).append((cache, cache.prepare_commit()))
+            except Exception:
+                log.exception("commit of %s's object file failed", cache.oid)
+                failed.add(cache)
+        for partition, items in batches.items():
+            bad = partition.commit([writes for _, writes in items])
+            failed.update(items[i][0] for i in bad)
+        self._commits += 1
+        for cache in dirty:
+            if cache in failed:
+                self._fail_commit(cache)
+            else:
+                alarm_changed = cache.alarm_dirty
+                cache.finish_commit()
+                if alarm_changed:
+                    self.alarms.schedule(cache.oid, cache.alarm)
+        round_.set_result(failed)
+
+    def _fail_commit(self, cache: ObjectCache) -> None:
+        from durable.errors import ObjectReset
+
+        activation = self._active.get(cache.oid)
+        if activation is not None and activation.cache is cache:
+            activation.reset(ObjectReset("a storage write failed to commit"))
+
+    # -- object files -----------------------------------------------------------------------------
+    def open_file(self, cache: ObjectCache) -> ObjectFile:
+        if cache.file is not None:
+            self._files.move_to_end(cache)
+            return cache.file
+        if cache.kind is StorageKind.ROWS:
+            self._promote(cache)
+        limits = self.namespaces[cache.ns].limits
+        path = cache.partition.object_path(cache.ns, cache.oid.raw)
+        cache.file = ObjectFile(path, limits, cache.partition.synchronous)
+        self._files[cache] = None
+        self._enforce_file_budget()
+        return cache.file
+
+    def _promote(self, cache: ObjectCache) -> None:
+        """Move an object's rows into a file of its own (DESIGN §3 copy-then-flip)."""
+        self.flush()  # the copy must see every acknowledged and buffered write
+        path = cache.partition.object_path(cache.ns, cache.oid.raw)
+        rows = cache.partition.table(cache.ns, cache.oid.raw).rows()
+        ObjectFile.create(path, rows, cache.alarm)
+        faults.hit("promote.after_copy")
+        cache.partition.mark(cache.ns, cache.oid.raw, StorageKind.FILE, cache.alarm)
+        faults.hit("promote.after_flip")
+        cache.kind = StorageKind.FILE
+
+    def _enforce_file_budget(self) -> None:
+        for cache in list(self._files):
+            if len(self._files) <= self.max_open_files:
+                return
+            if not cache.busy:
+                self._close_file(cache)
+
+    def _close_file(self, cache: ObjectCache) -> None:
+        self._files.pop(cache, None)
+        if cache.file is not None:
+            cache.file.close()
+            cache.file = None
+
+    # -- alarms -------------------------------------------------------------------------------
+    async def _fire_alarm(self, oid: ObjectId, scheduled: int, retry: int) -> AlarmOutcome:
+        config = self.namespaces.get(oid.namespace)
+        if config is None or not callable(getattr(config.cls, "alarm", None)):
+            return AlarmOutcome.NO_RETRY
+        activation = self.activate(oid)
+        cache = activation.cache
+        if cache.alarm != scheduled:
+            return AlarmOutcome.DONE  # deleted or replaced since it was scheduled
+        cache.firing = scheduled
+        try:
+            await activation.invoke(lambda: activation.instance.alarm(AlarmInfo(scheduled, retry)))  # type: ignore[attr-defined]
+        except Exception:
+            log.warning("alarm() of %s failed (attempt %d)", oid, retry + 1, exc_info=True)
+            return AlarmOutcome.FAILED if activation.retry_alarm else AlarmOutcome.NO_RETRY
+        finally:
+            cache.firing = None
+        if cache.alarm == scheduled:
+            cache.set_alarm(None)
+            await wait_durable(cache)
+        return AlarmOutcome.DONE
+
+    async def _drop_alarm(self, oid: ObjectId) -> None:
+        activation = self.activate(oid)
+        activation.cache.set_alarm(None)
+        await wait_durable(activation.cache)
+
+    def statistics(self) -> HostStatistics:
+        return HostStatistics(
+            partitions=len(self.partitions),
+            active_objects=len(self._active),
+            open_files=len(self._files),
+            max_open_files=self.max_open_files,
+            commits=self._commits,
+            activations=self._activations,
+            evictions=self._evictions,
+            resets=self._resets,
+            pending_alarms=self.alarms.statistics().pending,
+        )
+
+
+def _file_budget() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    reserve = max(256, soft // 5)  # sockets, partitions, Ray's own descriptors
+    return max(16, (soft - reserve) // FDS_PER_FILE)

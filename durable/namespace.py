@@ -1,0 +1,232 @@
+"""A namespace binding (``env.COUNTER``) and the stubs it hands out.
+
+Guarantees:
+- ``get``/``get_by_name`` return a stub at once, with no round trip; the object is made on its
+  first call. ``id_from_name`` is deterministic (``ids.py``).
+- ``await stub.method(*args, **kwargs)`` calls a public method of the object. Arguments and the
+  result are copied through the value codec (``values.py``), so neither side shares mutable state,
+  and each is checked against ``Limits.max_rpc_bytes`` (``MessageTooLarge``) before it is sent.
+- Calls made on one stub start in the order they were made.
+- Reserved on a stub: ``fetch``, ``id``, ``name`` and dunders. Any other attribute is a method;
+  an unknown one, a ``_private`` one or a handler (``alarm``, ``websocket_*``) raises ``RpcError``
+  when awaited.
+- An exception raised by the object is re-raised at the caller with its class and message and
+  ``.remote = True``. A call made from inside an object waits first for that object's output gate.
+
+On failure: ``Overloaded`` (too many pending events) means the call was not delivered.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json as jsonlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from durable import ids, values
+from durable.errors import InvalidArgument, MessageTooLarge
+from durable.limits import Limits
+
+if TYPE_CHECKING:
+    from durable.activation import Activation
+
+# The activation whose handler is running in this task (for the output gate of outgoing calls).
+current_activation: contextvars.ContextVar[Activation | None] = contextvars.ContextVar(
+    "durable_current_activation", default=None
+)
+
+
+class Transport(Protocol):
+    """How stubs reach objects: the in-process host, or later a channel to remote hosts."""
+
+    async def call(self, oid: ids.ObjectId, method: str, payload: bytes) -> bytes: ...
+
+    async def fetch(self, oid: ids.ObjectId, request: Request) -> FetchResponse: ...
+
+
+class FetchResponse(Response):
+    """What ``stub.fetch`` returns: a complete Starlette response a route can return unchanged."""
+
+    def __init__(self, body: bytes, status_code: int, raw_headers: list[tuple[bytes, bytes]]):
+        super().__init__(content=body, status_code=status_code)
+        self.raw_headers = raw_headers
+
+    @property
+    def text(self) -> str:
+        return bytes(self.body).decode(self.charset)
+
+    def json(self) -> Any:
+        return jsonlib.loads(bytes(self.body))
+
+
+class Namespace:
+    """``env.BINDING``: makes ids and stubs for one binding's objects."""
+
+    def __init__(self, binding: str, transport: Transport, limits: Limits) -> None:
+        self.binding = binding
+        self._transport = transport
+        self._limits = limits
+
+    def __repr__(self) -> str:
+        return f"Namespace({self.binding!r})"
+
+    def id_from_name(self, name: str) -> ids.ObjectId:
+        return ids.id_from_name(self.binding, name)
+
+    def new_unique_id(self) -> ids.ObjectId:
+        return ids.new_unique_id(self.binding)
+
+    def id_from_string(self, text: str) -> ids.ObjectId:
+        return ids.id_from_string(self.binding, text)
+
+    def get(self, oid: ids.ObjectId | str) -> Stub:
+        if isinstance(oid, str):
+            oid = self.id_from_string(oid)
+        elif not isinstance(oid, ids.ObjectId):
+            raise InvalidArgument(f"get() takes an ObjectId, not {type(oid).__name__}.")
+        elif oid.namespace != self.binding:
+            # As workerd: an id of another namespace is not rejected; it names an object here.
+            oid = ids.ObjectId(oid.raw, self.binding, None)
+        return Stub(self, oid)
+
+    def get_by_name(self, name: str) -> Stub:
+        return Stub(self, self.id_from_name(name))
+
+
+class Stub:
+    """A handle on one object; every attribute but ``fetch``, ``id`` and ``name`` is a method."""
+
+    __slots__ = ("_ns", "id")
+
+    def __init__(self, namespace: Namespace, oid: ids.ObjectId) -> None:
+        self._ns = namespace
+        self.id = oid
+
+    @property
+    def name(self) -> str | None:
+        return self.id.name
+
+    def __repr__(self) -> str:
+        return f"Stub({self._ns.binding}, {self.id!r})"
+
+    def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
+        if method.startswith("__"):
+            raise AttributeError(method)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            payload = values.encode((args, kwargs))
+            limit = self._ns._limits.max_rpc_bytes
+            if len(payload) > limit:
+                raise MessageTooLarge(len(payload), limit)
+            await _output_gate()
+            result = await self._ns._transport.call(self.id, method, payload)
+            return values.decode(result)
+
+        call.__name__ = method
+        return call
+
+    async def fetch(
+        self,
+        url_or_request: str | Request,
+        *,
+        method: str = "GET",
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        content: bytes | str | None = None,
+        json: Any = None,
+    ) -> FetchResponse:
+        if isinstance(url_or_request, Request):
+            request = await _forwarded(url_or_request)
+        elif isinstance(url_or_request, str):
+            request = _build_request(url_or_request, method, headers, content, json)
+        else:
+            raise InvalidArgument("fetch() takes a URL (str) or a starlette Request.")
+        await _output_gate()
+        return await self._ns._transport.fetch(self.id, request)
+
+
+async def _output_gate() -> None:
+    from durable.gates import wait_durable
+
+    activation = current_activation.get()
+    if activation is not None:
+        await wait_durable(activation.cache)
+
+
+def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+async def _forwarded(request: Request) -> Request:
+    """A copy of ``request`` (method, path, query, headers, body) for another object."""
+    body = await request.body()
+    return Request(dict(request.scope), _replay(body))
+
+
+def _build_request(
+    url: str,
+    method: str,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+    content: bytes | str | None,
+    json: Any,
+) -> Request:
+    parts = urlsplit(url)
+    pairs = list(headers.items() if isinstance(headers, Mapping) else headers or ())
+    body = content.encode() if isinstance(content, str) else content or b""
+    if json is not None:
+        body = jsonlib.dumps(json).encode()
+        pairs.append(("content-type", "application/json"))
+    host = parts.netloc or "durable.internal"
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
+    if not any(k == b"host" for k, _ in raw):
+        raw.append((b"host", host.encode("latin-1")))
+    if body:
+        raw.append((b"content-length", str(len(body)).encode()))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method.upper(),
+        "scheme": parts.scheme or "http",
+        "path": parts.path or "/",
+        "raw_path": (parts.path or "/").encode(),
+        "query_string": parts.query.encode(),
+        "root_path": "",
+        "headers": raw,
+        "server": (parts.hostname or "durable.internal", parts.port or 80),
+        "client": None,
+    }
+    return Request(scope, _replay(body))
+
+
+async def materialize(response: Response) -> FetchResponse:
+    """Run any Starlette response (streaming too) and collect status, headers and body."""
+    if isinstance(response, FetchResponse):
+        return response
+    status = 200
+    headers: list[tuple[bytes, bytes]] = []
+    chunks: list[bytes] = []
+
+    async def send(message: Mapping[str, Any]) -> None:
+        nonlocal status, headers
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            headers = list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    scope = {"type": "http", "method": "GET", "headers": [], "asgi": {"version": "3.0"}}
+    await response(scope, _replay(b""), send)
+    return FetchResponse(b"".join(chunks), status, headers)

@@ -1,0 +1,269 @@
+"""A partition: one SQLite database with the KV rows, object table and alarm index of many objects.
+
+Layout (DESIGN §3)::
+
+    partitions/0042/LOCK               flock'ed by the owning process (one writer)
+    partitions/0042/partition.sqlite   kv, objects (+ alarm index)
+    partitions/0042/objects/<ns>/<id>.sqlite   promoted objects (see ``sql.py``)
+
+Guarantees:
+- One writer: ``open()`` takes an exclusive ``flock`` on ``LOCK`` or raises ``DataDirInUse``.
+- ``commit(batch)`` applies every object's writes in one ``BEGIN IMMEDIATE … COMMIT``; if that
+  fails it retries object by object, so one bad object cannot fail the others, and reports which
+  failed. WAL with ``synchronous=NORMAL`` survives ``kill -9``; ``FULL`` survives power loss.
+- The ``objects`` table is the only authority on where an object's data lives (``kind``):
+  ``recover()`` deletes object files and rows it does not point to (half-done promotions).
+
+Does not guarantee:
+- The ``alarm`` column of a ``file`` object is a hint (the file decides); it may be stale after a
+  crash between the two commits, which only makes an alarm fire once more (at-least-once).
+
+On failure: a failed commit leaves the database as before that object's writes (rollback).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import NamedTuple
+
+from durable.errors import DataDirInUse
+from durable.faults import faults
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv(
+  ns TEXT NOT NULL, id BLOB NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL,
+  PRIMARY KEY(ns, id, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS objects(
+  ns TEXT NOT NULL, id BLOB NOT NULL, kind TEXT NOT NULL, name TEXT, alarm INTEGER,
+  bytes INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(ns, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS objects_alarm ON objects(alarm) WHERE alarm IS NOT NULL;
+"""
+
+
+class StorageKind(Enum):
+    """Where an object's data lives. ROWS -> FILE on first sql.exec; FILE -> ROWS on delete_all."""
+
+    ROWS = "rows"
+    FILE = "file"
+
+
+class ObjectRecord(NamedTuple):
+    kind: StorageKind
+    alarm: int | None
+    bytes: int
+
+
+# Sentinel: the alarm was not touched by this batch.
+KEEP = object()
+
+
+@dataclass
+class ObjectWrites:
+    """What one object's turn changed, ready to commit. ``puts`` maps key -> value, None deletes."""
+
+    ns: str
+    id: bytes
+    name: str | None
+    kind: StorageKind
+    puts: dict[bytes, bytes | None] = field(default_factory=dict)
+    clear: bool = False
+    alarm: object = KEEP
+    bytes: int = 0
+
+
+class KvTable:
+    """Ordered KV reads of one object: a scope of the partition's ``kv`` or a file's ``_cf_KV``."""
+
+    def __init__(self, conn: sqlite3.Connection, table: str, scope: tuple[object, ...]) -> None:
+        self.conn = conn
+        self.table = table
+        self.scope = scope
+        self._where = " AND ".join([*["ns=?", "id=?"][: len(scope)], "1"])
+
+    def read(self, key: bytes) -> bytes | None:
+        row = self.conn.execute(
+            f"SELECT value FROM {self.table} WHERE {self._where} AND key=?", (*self.scope, key)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def scan(
+        self,
+        lo: bytes | None,
+        lo_open: bool,
+        hi: bytes | None,
+        reverse: bool,
+        limit: int | None,
+    ) -> list[tuple[bytes, bytes]]:
+        """Rows with lo <= key (lo < key if lo_open) and key < hi, in byte order."""
+        sql = f"SELECT key, value FROM {self.table} WHERE {self._where}"
+        params: list[object] = list(self.scope)
+        if lo is not None:
+            sql += " AND key > ?" if lo_open else " AND key >= ?"
+            params.append(lo)
+        if hi is not None:
+            sql += " AND key < ?"
+            params.append(hi)
+        sql += " ORDER BY key DESC" if reverse else " ORDER BY key"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [(bytes(k), bytes(v)) for k, v in self.conn.execute(sql, params)]
+
+    def rows(self) -> Iterator[tuple[bytes, bytes]]:
+        yield from self.conn.execute(
+            f"SELECT key, value FROM {self.table} WHERE {self._where}", self.scope
+        )
+
+
+class Partition:
+    """The database of one partition, owned by this process while open."""
+
+    def __init__(self, root: Path, index: int, synchronous: str = "normal") -> None:
+        self.index = index
+        self.root = root / "partitions" / f"{index:04d}"
+        self.synchronous = synchronous
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError(f"partition {self.index} is closed")
+        return self._conn
+
+    def open(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "LOCK", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DataDirInUse(str(self.root.parent.parent)) from None
+        self._lock_fd = fd
+        conn = sqlite3.connect(self.root / "partition.sqlite", isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
+        self.recover()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def table(self, ns: str, oid: bytes) -> KvTable:
+        return KvTable(self.conn, "kv", (ns, oid))
+
+    def record(self, ns: str, oid: bytes) -> ObjectRecord | None:
+        row = self.conn.execute(
+            "SELECT kind, alarm, bytes FROM objects WHERE ns=? AND id=?", (ns, oid)
+        ).fetchone()
+        return None if row is None else ObjectRecord(StorageKind(row[0]), row[1], row[2])
+
+    def object_path(self, ns: str, oid: bytes) -> Path:
+        return self.root / "objects" / ns / f"{oid.hex()}.sqlite"
+
+    def pending_alarms(self) -> Iterable[tuple[str, bytes, str | None, int]]:
+        return self.conn.execute(
+            "SELECT ns, id, name, alarm FROM objects WHERE alarm IS NOT NULL"
+        ).fetchall()
+
+    def commit(self, batch: list[ObjectWrites]) -> set[int]:
+        """Commit every object's writes at once; on error, one by one. Returns failed indices."""
+        if not batch:
+            return set()
+        try:
+            self._transaction(batch)
+            return set()
+        except Exception:
+            failed = set()
+            for i, writes in enumerate(batch):
+                try:
+                    self._transaction([writes])
+                except Exception:
+                    failed.add(i)
+            return failed
+
+    def _transaction(self, batch: list[ObjectWrites]) -> None:
+        faults.hit("commit.before")
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for writes in batch:
+                self._apply(writes)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _apply(self, w: ObjectWrites) -> None:
+        conn = self.conn
+        if w.clear:
+            conn.execute("DELETE FROM kv WHERE ns=? AND id=?", (w.ns, w.id))
+        deletes = [(w.ns, w.id, k) for k, v in w.puts.items() if v is None]
+        puts = [(w.ns, w.id, k, v) for k, v in w.puts.items() if v is not None]
+        if deletes:
+            conn.executemany("DELETE FROM kv WHERE ns=? AND id=? AND key=?", deletes)
+        if puts:
+            conn.executemany("INSERT OR REPLACE INTO kv VALUES (?,?,?,?)", puts)
+        conn.execute(
+            "INSERT INTO objects(ns, id, kind, name, bytes) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(ns, id) DO UPDATE SET kind=excluded.kind, bytes=excluded.bytes",
+            (w.ns, w.id, w.kind.value, w.name, w.bytes),
+        )
+        if w.alarm is not KEEP:
+            conn.execute("UPDATE objects SET alarm=? WHERE ns=? AND id=?", (w.alarm, w.ns, w.id))
+
+    def mark(self, ns: str, oid: bytes, kind: StorageKind, alarm: int | None = None) -> None:
+        """Flip where an object lives, in one transaction: promotion's commit point."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT INTO objects(ns, id, kind, alarm) VALUES (?,?,?,?) "
+                "ON CONFLICT(ns, id) DO UPDATE SET kind=excluded.kind, alarm=excluded.alarm",
+                (ns, oid, kind.value, alarm),
+            )
+            if kind is StorageKind.FILE:
+                conn.execute("DELETE FROM kv WHERE ns=? AND id=?", (ns, oid))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def recover(self) -> None:
+        """Finish or undo half-done promotions and demotions: the objects table decides."""
+        files = {
+            (ns, bytes(oid))
+            for ns, oid in self.conn.execute("SELECT ns, id FROM objects WHERE kind='file'")
+        }
+        objects_dir = self.root / "objects"
+        if objects_dir.is_dir():
+            for path in objects_dir.glob("*/*"):
+                stem = path.name.split(".", 1)[0]
+                try:
+                    key = (path.parent.name, bytes.fromhex(stem))
+                except ValueError:
+                    continue
+                if key not in files or path.name.endswith(".tmp"):
+                    path.unlink(missing_ok=True)
+        if files:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany("DELETE FROM kv WHERE ns=? AND id=?", list(files))
+            self.conn.execute("COMMIT")
+
+    def statistics(self) -> tuple[int, int]:
+        """(objects, kv rows) stored in this partition."""
+        (objects,) = self.conn.execute("SELECT count(*) FROM objects").fetchone()
+        (rows,) = self.conn.execute("SELECT count(*) FROM kv").fetchone()
+        return objects, rows
