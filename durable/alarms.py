@@ -116,7 +116,8 @@ class AlarmScheduler:
 
     def _on_timer(self) -> Awaitable[list[None]] | None:
         self._timer = self._timer_at = None
-        now_ms = self._clock.now() * 1000.0
+        # 1 µs of slack: ms -> s -> ms in floats may land a hair below the due time.
+        now_ms = self._clock.now() * 1000.0 + 1e-3
         batch = []
         while self._heap and self._heap[0][0] <= now_ms:
             item = heapq.heappop(self._heap)

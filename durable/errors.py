@@ -123,8 +123,10 @@ class BatchTooLarge(DurableError, ValueError):
 
 class MessageTooLarge(DurableError, ValueError):
     def __init__(self, size: int, limit: int) -> None:
+        mib, rest = divmod(limit, 1 << 20)
+        bound = f"{mib}MiB" if not rest else f"{limit} bytes"
         super().__init__(
-            f"Serialized RPC arguments or return values are limited to {limit // (1 << 20)}MiB, "
+            f"Serialized RPC arguments or return values are limited to {bound}, "
             f"but the size of this value was: {size} bytes."
         )
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextvars
 import json as jsonlib
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -28,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from durable import ids, values
-from durable.errors import InvalidArgument, MessageTooLarge
+from durable.errors import InvalidArgument, MessageTooLarge, RemoteError
 from durable.limits import Limits
 
 if TYPE_CHECKING:
@@ -114,8 +115,8 @@ class Stub:
         return f"Stub({self._ns.binding}, {self.id!r})"
 
     def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
-        if method.startswith("__"):
-            raise AttributeError(method)
+        if method.startswith("__") and method.endswith("__"):
+            raise AttributeError(method)  # dunders belong to the stub (pickling, awaiting, ...)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
             payload = values.encode((args, kwargs))
@@ -123,7 +124,10 @@ class Stub:
             if len(payload) > limit:
                 raise MessageTooLarge(len(payload), limit)
             await _output_gate()
-            result = await self._ns._transport.call(self.id, method, payload)
+            try:
+                result = await self._ns._transport.call(self.id, method, payload)
+            except Exception as error:
+                raise _as_seen_by_caller(error) from None
             return values.decode(result)
 
         call.__name__ = method
@@ -146,6 +150,23 @@ class Stub:
             raise InvalidArgument("fetch() takes a URL (str) or a starlette Request.")
         await _output_gate()
         return await self._ns._transport.fetch(self.id, request)
+
+
+def _as_seen_by_caller(error: Exception) -> Exception:
+    """A remote exception keeps its class if the caller could import it, else ``RemoteError``."""
+    if not getattr(error, "remote", False) or _importable(type(error)):
+        return error
+    remote = RemoteError(type(error).__qualname__, str(error))
+    remote.durable_object_reset = getattr(error, "durable_object_reset", False)  # type: ignore[attr-defined]
+    return remote
+
+
+def _importable(cls: type) -> bool:
+    module = sys.modules.get(cls.__module__)
+    target: Any = module
+    for part in cls.__qualname__.split("."):
+        target = getattr(target, part, None)
+    return target is cls
 
 
 async def _output_gate() -> None:

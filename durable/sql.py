@@ -16,8 +16,9 @@ Guarantees:
   ``Limits``; storage size is ``max_page_count``, so a statement that would overflow fails whole.
 
 Does not guarantee:
-- ``rows_read`` counts rows returned (SQLite does not expose rows scanned to Python);
-  ``rows_written`` counts rows changed. Error messages lack workerd's "at offset N".
+- ``rows_read`` counts rows returned or changed (Python's sqlite3 does not expose rows scanned);
+  ``rows_written`` counts rows changed, so DDL counts 0/0 where workerd says 1/2. Error messages
+  lack workerd's "at offset N" (Python 3.11's sqlite3 does not expose the offset).
 - SQL writes are not undone by ``storage.transaction()``'s rollback; use ``transaction_sync``.
 
 On failure: a failed statement changes nothing (SQLite statement atomicity); ``SqlError`` carries
@@ -49,7 +50,15 @@ _TXN_MESSAGE = (
     "exceptions, and because it interacts correctly with Durable Objects' automatic atomic write "
     "coalescing."
 )
-_READ_PRAGMAS = {"table_list", "table_info", "table_xinfo", "index_list", "index_info"}
+# Read-only pragmas; data_version is what FTS5 runs while building its tables.
+_READ_PRAGMAS = {
+    "table_list",
+    "table_info",
+    "table_xinfo",
+    "index_list",
+    "index_info",
+    "data_version",
+}
 _DENIED_FUNCTIONS = {"sqlite_version", "sqlite_source_id", "sqlite_compileoption_used"}
 
 
@@ -61,6 +70,7 @@ class ObjectFile:
         self.internal = True  # the runtime's own statements bypass the authorizer
         self.transaction_error: str | None = None
         self.limit = limits.max_storage_bytes
+        self.max_statement = limits.max_sql_statement_bytes
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
@@ -237,7 +247,7 @@ class Cursor:
         self.column_names = columns
         self._rows = rows
         self._pos = 0
-        self.rows_read = len(rows)
+        self.rows_read = max(len(rows), written)  # a changed row was read first
         self.rows_written = written
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -280,6 +290,8 @@ class SqlStorage:
         if not isinstance(query, str):
             raise SqlError("sql.exec() takes the query as a str.")
         file = self._open_file()
+        if len(query.encode()) > file.max_statement:
+            raise SqlError("statement too long: SQLITE_TOOBIG")
         statements = _split(query)
         file.begin()
         self._mark_dirty()

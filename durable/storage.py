@@ -95,7 +95,7 @@ class SyncKv:
         if self.rolled_back:
             raise TransactionError(f"Cannot {op}() on rolled back transaction")
 
-    def get(self, key: str | Iterable[str], default: Any = None) -> Any:
+    def get(self, key: str | Iterable[str] = _NO_VALUE, default: Any = None) -> Any:
         self._guard("get")
         if isinstance(key, str):
             data = self._target.read(key)
@@ -158,7 +158,7 @@ class SyncKv:
         return key
 
     def _keys(self, keys: object, op: str) -> builtins.list[str]:
-        if isinstance(keys, (bytes, Mapping)) or not isinstance(keys, Iterable):
+        if keys is _NO_VALUE or isinstance(keys, bytes | Mapping) or not isinstance(keys, Iterable):
             raise InvalidArgument(
                 f"Failed to execute '{op}' on 'DurableObjectStorage': parameter 1 is not of "
                 "type 'str or list'."
@@ -218,7 +218,7 @@ class Storage:
         self._shared = shared
         self.kv = SyncKv(shared, layer)
 
-    async def get(self, key: str | Iterable[str], default: Any = None) -> Any:
+    async def get(self, key: str | Iterable[str] = _NO_VALUE, default: Any = None) -> Any:
         return self.kv.get(key, default)
 
     async def put(self, key: str | Mapping[str, Any], value: Any = _NO_VALUE) -> None:

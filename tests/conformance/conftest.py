@@ -22,7 +22,7 @@ def clock() -> VirtualClock:
 
 @pytest.fixture
 def run(tmp_path: Path, clock: VirtualClock) -> Runner:
-    """`async with run(worker) as env:` — the worker in process on a fresh data dir and the clock."""
+    """`async with run(worker) as env:` — the worker in process, fresh data dir, virtual clock."""
 
     @asynccontextmanager
     async def runner(worker: durable.Worker, **kw: Any) -> AsyncIterator[Any]:
