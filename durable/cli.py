@@ -14,10 +14,10 @@ Until the Ray hosts land (issue #9) both commands run the objects in process (as
 from __future__ import annotations
 
 import asyncio
-import importlib
-import importlib.util
+import os
 import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -26,28 +26,9 @@ import uvicorn
 from durable.connection import connect
 from durable.errors import InvalidArgument
 from durable.gateway import Health, build_app
-from durable.worker import Worker
+from durable.worker import Worker, load_worker
 
 app = typer.Typer(add_completion=False, help="Durable Objects for Python.")
-
-
-def load_target(target: str) -> Worker:
-    """Import ``file.py[:attr]`` or ``module[:attr]`` and return its Worker."""
-    spec, _, attr = target.partition(":")
-    attr = attr or "worker"
-    sys.path.insert(0, str(Path.cwd()))
-    if spec.endswith(".py"):
-        path = Path(spec).resolve()
-        if not path.is_file():
-            raise InvalidArgument(f"{spec}: no such file")
-        sys.path.insert(0, str(path.parent))
-        module = importlib.import_module(path.stem)
-    else:
-        module = importlib.import_module(spec)
-    worker = getattr(module, attr, None)
-    if not isinstance(worker, Worker):
-        raise InvalidArgument(f"{target}: {attr!r} is not a durable.Worker")
-    return worker
 
 
 def default_target(pyproject: Path = Path("pyproject.toml")) -> str:
@@ -71,16 +52,51 @@ async def serve_in_process(worker: Worker, host: str, port: int, data_dir: Path)
         health.ready = False
 
 
-def _run(target: str | None, host: str, port: int, data_dir: Path, address: str | None) -> None:
-    if address is not None:
-        typer.echo("--address (joining a Ray cluster) arrives with issue #9.", err=True)
-        raise typer.Exit(2)
+@dataclass(frozen=True)
+class RunOptions:
+    target: str | None
+    host: str
+    port: int
+    data_dir: Path
+    address: str | None = None
+    in_process: bool = False
+    slots: int | None = None
+    partitions: int = 16
+
+
+def _run(options: RunOptions) -> None:
+    target = options.target or default_target()
     try:
-        worker = load_target(target or default_target())
+        worker = load_worker(target)
     except (InvalidArgument, ImportError) as error:
         typer.echo(f"durable: {error}", err=True)
         raise typer.Exit(2) from None
-    asyncio.run(serve_in_process(worker, host, port, data_dir))
+    if options.in_process:
+        asyncio.run(serve_in_process(worker, options.host, options.port, options.data_dir))
+        return
+    from durable.cluster import serve_cluster
+
+    serving = serve_cluster(
+        _absolute(target), options.host, options.port, options.data_dir, options.address,
+        slots=options.slots, partitions=options.partitions,
+    )  # fmt: skip
+    asyncio.new_event_loop().run_until_complete(serving)
+    # Every slot committed and closed and Ray is down: skip the loop's and the interpreter's
+    # slow teardown (executor threads, Ray's atexit hooks) so SIGTERM ends us within 2 s.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _absolute(target: str) -> str:
+    """A file target made absolute, so Ray workers (another cwd) find it."""
+    spec, sep, attr = target.partition(":")
+    return str(Path(spec).resolve()) + sep + attr if spec.endswith(".py") else target
+
+
+IN_PROCESS = typer.Option(False, "--in-process", help="run objects in this process, no Ray")
+SLOTS = typer.Option(None, help="host slots (default: one per CPU left, at least 1)")
+PARTITIONS = typer.Option(16, help="partitions of a new data dir (fixed once created)")
 
 
 @app.command()
@@ -90,14 +106,18 @@ def dev(
     host: str = "127.0.0.1",
     data_dir: Path = Path(".durable"),
     reload: bool = typer.Option(False, help="restart when a file under . changes"),
+    in_process: bool = IN_PROCESS,
+    slots: int = SLOTS,
+    partitions: int = PARTITIONS,
 ) -> None:
-    """Serve a worker locally (embedded), data in ./.durable."""
+    """Serve a worker on a private local Ray (address="local"), data in ./.durable."""
+    options = RunOptions(target, host, port, data_dir, None, in_process, slots, partitions)
     if reload:
         import watchfiles
 
-        watchfiles.run_process(Path.cwd(), target=_run, args=(target, host, port, data_dir, None))
+        watchfiles.run_process(Path.cwd(), target=_run, args=(options,))
     else:
-        _run(target, host, port, data_dir, None)
+        _run(options)
 
 
 @app.command()
@@ -107,9 +127,12 @@ def serve(
     host: str = "127.0.0.1",
     data_dir: Path = Path(".durable"),
     address: str = typer.Option(None, help="Ray cluster to join (auto or HOST:PORT)"),
+    in_process: bool = IN_PROCESS,
+    slots: int = SLOTS,
+    partitions: int = PARTITIONS,
 ) -> None:
-    """Serve a worker."""
-    _run(target, host, port, data_dir, address)
+    """Serve a worker: on a new local Ray, or on the cluster at --address."""
+    _run(RunOptions(target, host, port, data_dir, address, in_process, slots, partitions))
 
 
 def main() -> None:

@@ -7,8 +7,8 @@ Guarantees:
 - On exit everything is flushed and closed: locks, databases and descriptors are released.
 - A data dir held by another process raises ``DataDirInUse`` (partition ``flock``s).
 
-Does not guarantee: ``address="auto"``/``"HOST:PORT"`` (a client of a running cluster) is the Ray
-issue's; here it raises ``NotImplementedError``.
+- ``address="auto"`` or ``"HOST:PORT"``: a client of a running cluster (``durable serve``): calls
+  travel over the hosts' channels; nothing runs in this process (``cluster.connect_cluster``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from durable.clock import Clock, SystemClock
+from durable.cron import CronScheduler
+from durable.database import Database, databases_of
 from durable.host import Host, NamespaceConfig
-from durable.namespace import Namespace
+from durable.namespace import Namespace, Transport
 from durable.worker import Worker
 
 FORMAT_VERSION = 1
@@ -55,10 +57,12 @@ def read_meta(data_dir: Path, partitions: int = DEFAULT_PARTITIONS) -> dict[str,
     return meta
 
 
-def build_env(worker: Worker, host: Host) -> Env:
+def build_env(worker: Worker, transport: Transport) -> Env:
     bindings: dict[str, Any] = dict(worker.vars)
     for binding in worker.objects:
-        bindings[binding] = Namespace(binding, host, worker.limits_for(binding))
+        bindings[binding] = Namespace(binding, transport, worker.limits_for(binding))
+    for binding, url in worker.databases.items():
+        bindings[binding] = Database.from_url(url)  # env.DB (D1-like), closed by connect
     return Env(bindings)
 
 
@@ -70,9 +74,13 @@ async def connect(
     address: str | None = None,
     clock: Clock | None = None,
 ) -> AsyncIterator[Env]:
-    """Run ``worker``'s objects in this process and yield its ``env``."""
+    """Run ``worker``'s objects in this process (``address=None``) or reach a running cluster."""
     if address is not None:
-        raise NotImplementedError("connect(address=...) arrives with the Ray hosts (issue #9)")
+        from durable.cluster import connect_cluster
+
+        async with connect_cluster(worker, address) as env:
+            yield env
+        return
     root = Path(data_dir).resolve()
     meta = read_meta(root)
     count = int(meta["partitions"])
@@ -80,12 +88,19 @@ async def connect(
         binding: NamespaceConfig(cls, worker.limits_for(binding))
         for binding, cls in worker.objects.items()
     }
-    host = Host(root, list(range(count)), count, namespaces, clock or SystemClock(),
-                idle_timeout=worker.idle_timeout)  # fmt: skip
+    clock = clock or SystemClock()
+    host = Host(root, list(range(count)), count, namespaces, clock,
+                idle_timeout=worker.idle_timeout, idle_timeouts=worker.idle_timeouts,
+                max_active_objects=worker.max_active_objects)  # fmt: skip
     await host.open()
     env = build_env(worker, host)
     host.env = env
+    crons = CronScheduler(worker, env, clock)
     try:
+        crons.start()
         yield env
     finally:
+        await crons.close()
         await host.close()
+        for database in databases_of(env):
+            database.close()

@@ -2,7 +2,9 @@
 
 Guarantees:
 - One activation per object at a time; it is built on the object's first event and dropped
-  after ``idle_timeout`` seconds without events (hibernation), never while an event,
+  after its namespace's idle timeout without events (hibernation: one timer at the earliest due
+  time, one last-activity order per distinct timeout), or at once, least recently used first,
+  when the host holds more than ``max_active_objects`` (memory budget); never while an event,
   ``wait_until`` work or ``block_concurrency_while`` runs, nor while it has uncommitted writes.
 - Group commit: every object's writes of one event-loop turn commit in one transaction per
   database, in a callback scheduled with ``call_soon`` on the first write of the turn; replies wait
@@ -38,7 +40,7 @@ from durable.activation import Activation
 from durable.alarms import AlarmOutcome, AlarmScheduler
 from durable.cache import ObjectCache
 from durable.clock import Clock, Timer
-from durable.errors import MessageTooLarge, Overloaded, RpcError
+from durable.errors import MessageTooLarge, ObjectReset, Overloaded, RpcError
 from durable.faults import faults
 from durable.gates import CpuGuard, wait_durable
 from durable.ids import ObjectId
@@ -51,6 +53,7 @@ from durable.storage import Storage, StorageContext
 
 log = logging.getLogger("durable.host")
 FDS_PER_FILE = 3
+BUSY_RECHECK = 1.0  # seconds before the sweep looks again at a due object that was busy
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +87,20 @@ class Host:
         clock: Clock,
         idle_timeout: float = 10.0,
         max_open_files: int | None = None,
+        idle_timeouts: Mapping[str, float] | None = None,
+        max_active_objects: int | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.partition_count = partition_count
         self.namespaces = dict(namespaces)
         self.clock = clock
         self.idle_timeout = idle_timeout
+        self.idle_timeouts = dict(idle_timeouts or {})  # per namespace; others: idle_timeout
+        self.max_active_objects = max_active_objects
         self.env: Any = None
         full = any(c.limits.synchronous == "full" for c in self.namespaces.values())
-        sync = "full" if full else "normal"
-        self.partitions = {i: Partition(data_dir, i, sync) for i in partitions}
+        self.synchronous = "full" if full else "normal"
+        self.partitions = {i: Partition(data_dir, i, self.synchronous) for i in partitions}
         self.max_open_files = max_open_files or _file_budget()
         self.guard = CpuGuard()
         self.alarms = AlarmScheduler(clock, self._fire_alarm, self._drop_alarm)
@@ -103,6 +110,9 @@ class Host:
         self._round: asyncio.Future[set[ObjectCache]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweep_timer: Timer | None = None
+        self._sweep_at: float | None = None
+        # Per distinct idle timeout, activations in order of last activity (front = idle longest).
+        self._idle: dict[float, OrderedDict[ObjectId, Activation]] = {}
         self._commits = self._activations = self._evictions = self._resets = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -118,13 +128,14 @@ class Host:
                 partition.close()
             raise
         self.guard.start()
-        self._rearm_alarms()
-
-    def _rearm_alarms(self) -> None:
         for partition in self.partitions.values():
-            for ns, raw, name, alarm in partition.pending_alarms():
-                if ns in self.namespaces:
-                    self.alarms.schedule(ObjectId(bytes(raw), ns, name), alarm)
+            self._rearm_alarms(partition, on=True)
+
+    def _rearm_alarms(self, partition: Partition, on: bool) -> None:
+        """Schedule (or, for a partition leaving, unschedule) its alarms from its index."""
+        for ns, raw, name, alarm in partition.pending_alarms():
+            if ns in self.namespaces:
+                self.alarms.schedule(ObjectId(bytes(raw), ns, name), alarm if on else None)
 
     async def close(self) -> None:
         self.flush()
@@ -142,6 +153,29 @@ class Host:
         for partition in self.partitions.values():
             partition.close()
         self.guard.stop()
+
+    # -- ownership: partitions granted to and taken from a Ray host --------------------------------
+    def add_partition(self, index: int) -> None:
+        """Open a newly granted partition; ``DataDirInUse`` while its previous owner holds it."""
+        if index in self.partitions:
+            return
+        partition = Partition(self.data_dir, index, self.synchronous)
+        partition.open()
+        self.partitions[index] = partition
+        self._rearm_alarms(partition, on=True)
+
+    def remove_partition(self, index: int) -> None:
+        """Stop serving a partition: commit, reset its objects, close it, release its lock."""
+        partition = self.partitions.get(index)
+        if partition is None:
+            return
+        self.flush()
+        for activation in list(self._active.values()):
+            if activation.cache.partition is partition:
+                activation.reset(ObjectReset("its partition moved to another host; retry"))
+        self._rearm_alarms(partition, on=False)
+        del self.partitions[index]
+        partition.close()
 
     # -- activation ------------------------------------------------------------------------------
     def activate(self, oid: ObjectId) -> Activation:
@@ -174,10 +208,20 @@ class Host:
             raise Overloaded(f"Durable Object {activation.oid}", limit)
 
     def touched(self, activation: Activation) -> None:
-        if self._active.get(activation.oid) is activation:
-            self._active.move_to_end(activation.oid)
-        if self._sweep_timer is None and self._active:
-            self._schedule_sweep()
+        """The activation was created or finished some work: it is the most recently used."""
+        oid = activation.oid
+        if self._active.get(oid) is not activation:
+            return  # reset or evicted meanwhile
+        self._active.move_to_end(oid)
+        timeout = self.idle_timeout_of(oid.namespace)
+        group = self._idle.setdefault(timeout, OrderedDict())
+        group[oid] = activation
+        group.move_to_end(oid)
+        due = activation.last_active + timeout
+        if self._sweep_at is None or due < self._sweep_at:
+            self._arm_sweep(due)
+        if self.max_active_objects is not None and len(self._active) > self.max_active_objects:
+            self.shed(keep=activation)
 
     def forget(self, activation: Activation) -> None:
         """Drop a reset activation: its cache (and buffered writes) are discarded."""
@@ -194,23 +238,48 @@ class Host:
         log.error("wait_until task of %s failed", activation.oid, exc_info=error)
 
     # -- idle eviction -----------------------------------------------------------------------------
-    def _schedule_sweep(self) -> None:
-        first = next(iter(self._active.values()))
-        self._sweep_timer = self.clock.call_at(first.last_active + self.idle_timeout, self._sweep)
+    # One timer for the whole host, at the earliest due time over the groups (one group per
+    # distinct idle timeout, each ordered by last activity, so each group's front is due first).
+    # Entries of activations reset since (``forget``) are dropped when the sweep reaches them.
+    def idle_timeout_of(self, namespace: str) -> float:
+        return self.idle_timeouts.get(namespace, self.idle_timeout)
+
+    def _arm_sweep(self, when: float) -> None:
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+        self._sweep_at = when
+        self._sweep_timer = self.clock.call_at(when, self._sweep)
 
     def _sweep(self) -> None:
-        self._sweep_timer = None
+        self._sweep_timer = self._sweep_at = None
         now = self.clock.now()
-        for activation in list(self._active.values()):
-            if activation.last_active + self.idle_timeout > now:
+        upcoming = [self._sweep_group(group, timeout, now) for timeout, group in self._idle.items()]
+        due = [when for when in upcoming if when is not None]
+        if due:
+            self._arm_sweep(min(due))
+
+    def _sweep_group(
+        self, group: OrderedDict[ObjectId, Activation], timeout: float, now: float
+    ) -> float | None:
+        """Evict the group's objects idle for ``timeout``; return when the group is due next."""
+        expired = []
+        upcoming = None
+        for activation in group.values():
+            if activation.last_active + timeout > now:
+                upcoming = activation.last_active + timeout
                 break
-            if activation.idle and not activation.cache.busy:
+            expired.append(activation)
+        for activation in expired:
+            if self._active.get(activation.oid) is not activation:
+                del group[activation.oid]  # reset since: nothing to evict
+            elif activation.idle and not activation.cache.busy:
                 self.evict(activation)
-        if self._active:
-            first = next(iter(self._active.values()))
-            when = first.last_active + self.idle_timeout
-            # A busy object at the front is moved back when it finishes; look again in 1 s.
-            self._sweep_timer = self.clock.call_at(when if when > now else now + 1.0, self._sweep)
+            else:
+                # Busy: it moves to the back when its work ends, but uncommitted writes and
+                # block_concurrency_while end without an event, so look again in a second.
+                recheck = now + BUSY_RECHECK
+                upcoming = recheck if upcoming is None else min(upcoming, recheck)
+        return upcoming
 
     def evict(self, activation: Activation) -> None:
         """Hibernate: drop the instance and its cache, close its file. Storage stays."""
@@ -218,9 +287,31 @@ class Host:
 
         activation.state = ActivationState.EVICTED
         del self._active[activation.oid]
+        group = self._idle.get(self.idle_timeout_of(activation.oid.namespace))
+        if group is not None and group.get(activation.oid) is activation:
+            del group[activation.oid]
         if activation.cache in self._files:
             self._close_file(activation.cache)
         self._evictions += 1
+
+    # -- memory budget ---------------------------------------------------------------------------
+    def shed(self, keep: Activation | None = None) -> int:
+        """Evict least recently used idle objects until at most ``max_active_objects`` remain.
+
+        Busy objects (see ``_sweep_group``) and ``keep`` (the object whose event is starting)
+        are skipped, so the host may stay over budget while that many are busy. Returns how
+        many were evicted.
+        """
+        excess = len(self._active) - (self.max_active_objects or len(self._active))
+        victims: list[Activation] = []
+        for activation in self._active.values():  # least recently used first
+            if len(victims) >= excess:
+                break
+            if activation is not keep and activation.idle and not activation.cache.busy:
+                victims.append(activation)
+        for activation in victims:
+            self.evict(activation)
+        return len(victims)
 
     # -- calls ----------------------------------------------------------------------------------
     async def call(self, oid: ObjectId, method: str, payload: bytes) -> bytes:
@@ -291,8 +382,6 @@ class Host:
         round_.set_result(failed)
 
     def _fail_commit(self, cache: ObjectCache) -> None:
-        from durable.errors import ObjectReset
-
         activation = self._active.get(cache.oid)
         if activation is not None and activation.cache is cache:
             activation.reset(ObjectReset("a storage write failed to commit"))

@@ -177,7 +177,7 @@ async def _output_gate() -> None:
         await wait_durable(activation.cache)
 
 
-def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
+def replay_body(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
     sent = False
 
     async def receive() -> dict[str, Any]:
@@ -193,7 +193,7 @@ def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
 async def _forwarded(request: Request) -> Request:
     """A copy of ``request`` (method, path, query, headers, body) for another object."""
     body = await request.body()
-    return Request(dict(request.scope), _replay(body))
+    return Request(dict(request.scope), replay_body(body))
 
 
 def _build_request(
@@ -229,7 +229,7 @@ def _build_request(
         "server": (parts.hostname or "durable.internal", parts.port or 80),
         "client": None,
     }
-    return Request(scope, _replay(body))
+    return Request(scope, replay_body(body))
 
 
 async def materialize(response: Response) -> FetchResponse:
@@ -249,5 +249,5 @@ async def materialize(response: Response) -> FetchResponse:
             chunks.append(message.get("body", b""))
 
     scope = {"type": "http", "method": "GET", "headers": [], "asgi": {"version": "3.0"}}
-    await response(scope, _replay(b""), send)
+    await response(scope, replay_body(b""), send)
     return FetchResponse(b"".join(chunks), status, headers)

@@ -6,16 +6,20 @@ Guarantees:
 - Configuration is validated when the Worker is built (``InvalidArgument`` naming the bad entry),
   not on the first request.
 
-Does not guarantee: routes and cron triggers are only registered here; the gateway serves them
-and the host fires them (``durable dev``/``serve``).
+Does not guarantee: routes and cron triggers are only registered here; the gateway serves the
+routes and ``durable.cron.CronScheduler`` fires the crons (started by ``connect``).
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from durable.cron import CronSchedule
 from durable.errors import InvalidArgument
 from durable.limits import Limits
 from durable.object import DurableObject
@@ -40,7 +44,23 @@ class CronSpec:
 
 
 class Worker:
-    """Bindings (objects, databases, vars), routes and cron triggers of one application."""
+    """Bindings (objects, databases, vars), routes and cron triggers of one application.
+
+    Hibernation: an object that received no event for ``idle_timeout`` seconds (10 s by default,
+    Cloudflare's figure) is evicted: its instance and cache are dropped, its storage and alarm
+    stay, and ``__init__`` runs again on its next event. ``idle_timeouts={"BINDING": seconds}``
+    overrides it per namespace (as Orleans' ``ClassSpecificCollectionAge`` beside its
+    ``CollectionAge``); bindings not named there use ``idle_timeout``.
+
+    Memory budget: ``max_active_objects`` caps the live objects of one host (default 100,000,
+    about 0.4 GiB of empty objects as measured by ``benchmarks/core.py``; None for no cap). Past
+    it the host evicts the least recently used idle objects at once, whatever their idle time.
+    The budget counts objects rather than bytes of RSS: RSS does not fall when Python frees
+    objects (the allocator keeps its arenas), so an RSS trigger would evict everything and stay
+    over budget, and a count is deterministic in tests. Objects handling an event, running
+    ``wait_until`` work or holding uncommitted writes are never evicted, so the cap is soft
+    while that many objects are busy.
+    """
 
     def __init__(
         self,
@@ -48,6 +68,8 @@ class Worker:
         *,
         limits: Mapping[str, Limits] | None = None,
         idle_timeout: float = 10.0,
+        idle_timeouts: Mapping[str, float] | None = None,
+        max_active_objects: int | None = 100_000,
         placement: Mapping[str, Placement] | None = None,
         databases: Mapping[str, str] | None = None,
         vars: Mapping[str, Any] | None = None,
@@ -55,6 +77,8 @@ class Worker:
         self.objects = dict(objects or {})
         self.limits = dict(limits or {})
         self.idle_timeout = float(idle_timeout)
+        self.idle_timeouts = {name: float(s) for name, s in (idle_timeouts or {}).items()}
+        self.max_active_objects = max_active_objects
         self.placement = dict(placement or {})
         self.databases = dict(databases or {})
         self.vars = dict(vars or {})
@@ -72,7 +96,8 @@ class Worker:
         for name, cls in self.objects.items():
             if not (isinstance(cls, type) and issubclass(cls, DurableObject)):
                 raise InvalidArgument(f"objects[{name!r}] must be a DurableObject subclass.")
-        for table, what in ((self.limits, "limits"), (self.placement, "placement")):
+        tables = (self.limits, "limits"), (self.placement, "placement")
+        for table, what in (*tables, (self.idle_timeouts, "idle_timeouts")):
             unknown = set(table) - set(self.objects)
             if unknown:
                 raise InvalidArgument(f"{what} names unknown bindings: {sorted(unknown)}.")
@@ -82,11 +107,23 @@ class Worker:
         for name, where in self.placement.items():
             if where not in ("packed", "dedicated"):
                 raise InvalidArgument(f"placement[{name!r}] must be 'packed' or 'dedicated'.")
+        self._validate_eviction()
+
+    def _validate_eviction(self) -> None:
         if self.idle_timeout <= 0:
             raise InvalidArgument("idle_timeout must be a positive number of seconds.")
+        for name, seconds in self.idle_timeouts.items():
+            if seconds <= 0:
+                raise InvalidArgument(f"idle_timeouts[{name!r}] must be a positive number.")
+        cap = self.max_active_objects
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise InvalidArgument("max_active_objects must be a positive int or None.")
 
     def limits_for(self, binding: str) -> Limits:
         return self.limits.get(binding) or Limits()
+
+    def idle_timeout_for(self, binding: str) -> float:
+        return self.idle_timeouts.get(binding, self.idle_timeout)
 
     def route(self, path: str, methods: list[str] | None = None) -> Callable[[H], H]:
         """Register ``async def handler(request, env)`` for ``path`` (Starlette path syntax)."""
@@ -108,13 +145,41 @@ class Worker:
         return register
 
     def cron(self, schedule: str) -> Callable[[H], H]:
-        """Register ``async def handler(event, env)`` on a five-field cron schedule."""
-        fields = schedule.split()
-        if len(fields) != 5:
-            raise InvalidArgument(f"cron schedule {schedule!r} must have 5 fields.")
+        """Register ``async def handler(event, env)`` on a five-field cron schedule (UTC).
+
+        The schedule is checked now (``InvalidArgument`` with the reason); ``durable.cron``
+        describes the syntax (crontab's, where day of week 0 and 7 are Sunday).
+        """
+        CronSchedule.parse(schedule)
 
         def register(handler: H) -> H:
             self.crons.append(CronSpec(schedule, handler))
             return handler
 
         return register
+
+
+def target_paths(target: str) -> list[str]:
+    """Folders a TARGET needs on ``sys.path``: the current directory and the file's folder."""
+    spec = target.partition(":")[0]
+    paths = [str(Path.cwd())]
+    if spec.endswith(".py"):
+        paths.append(str(Path(spec).resolve().parent))
+    return paths
+
+
+def load_worker(target: str) -> Worker:
+    """Import ``path/to/file.py[:attr]`` or ``package.module[:attr]``; attr defaults to worker."""
+    spec, _, attr = target.partition(":")
+    for path in reversed(target_paths(target)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    if spec.endswith(".py"):
+        if not Path(spec).is_file():
+            raise InvalidArgument(f"{spec}: no such file")
+        spec = Path(spec).stem
+    module = importlib.import_module(spec)
+    worker = getattr(module, attr or "worker", None)
+    if not isinstance(worker, Worker):
+        raise InvalidArgument(f"{target}: {attr or 'worker'!r} is not a durable.Worker")
+    return worker
