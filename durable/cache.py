@@ -22,7 +22,6 @@ buffered is reported as durable.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -31,6 +30,8 @@ from durable.errors import StorageLimitExceeded
 from durable.partition import KEEP, ObjectRecord, ObjectWrites, StorageKind
 
 if TYPE_CHECKING:
+    from durable.clock import Clock
+    from durable.gates import CommitRound
     from durable.ids import ObjectId
     from durable.partition import Partition
     from durable.sql import ObjectFile
@@ -65,7 +66,9 @@ class Backend(Protocol):
 class Host(Protocol):
     """What a cache needs from its host."""
 
-    def mark_dirty(self, cache: ObjectCache) -> asyncio.Future[set[ObjectCache]]: ...
+    clock: Clock
+
+    def mark_dirty(self, cache: ObjectCache) -> CommitRound: ...
 
     def open_file(self, cache: ObjectCache) -> ObjectFile: ...
 
@@ -116,15 +119,16 @@ class ObjectCache:
         self.values: dict[str, bytes | None] = {}
         self.dirty: dict[str, bytes | None] = {}
         self.cleared = False
-        self.complete = record is None  # a new object: nothing is stored yet
         self.kind = record.kind if record else StorageKind.ROWS
+        # Nothing stored yet (a new object): every read is a miss without touching SQLite.
+        self.complete = self.kind is StorageKind.ROWS and not partition.has_rows(self.ns, oid.raw)
         self.alarm: int | None = record.alarm if record else None
         self.alarm_dirty = False
         self.firing: int | None = None  # scheduled time of the alarm whose handler runs now
-        self.size = record.bytes if record else 0
+        self._size: int | None = 0 if self.complete else None  # read on the first write
         self.max_bytes = max_bytes
         self.file: ObjectFile | None = None
-        self.round: asyncio.Future[set[ObjectCache]] | None = None
+        self.round: CommitRound | None = None
         self._rows = partition.table(self.ns, oid.raw)
 
     # -- reads -------------------------------------------------------------------------------
@@ -158,15 +162,26 @@ class ObjectCache:
         return None if self.alarm is not None and self.alarm == self.firing else self.alarm
 
     # -- writes ------------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Bytes of the object's KV data (buffered writes included)."""
+        if self._size is None:
+            self._size = (
+                self.host.open_file(self).kv_size()
+                if self.kind is StorageKind.FILE
+                else self.partition.size(self.ns, self.oid.raw)
+            )
+        return self._size
+
     def write(self, entries: Mapping[str, bytes | None]) -> None:
         """Buffer puts (bytes) and deletes (None) atomically; check the storage limit first."""
-        size = self.size
+        before = size = self.size
         for key, value in entries.items():
             old = self.read(key)
             size += _entry_size(key, value) - _entry_size(key, old)
-        if size > self.max_bytes and size > self.size:
+        if size > self.max_bytes and size > before:
             raise StorageLimitExceeded(size, self.max_bytes)
-        self.size = size
+        self._size = size
         self.values.update(entries)
         self.dirty.update(entries)
         self._touch()
@@ -180,7 +195,7 @@ class ObjectCache:
         self.values.clear()
         self.dirty.clear()
         self.cleared = self.complete = True
-        self.size = 0
+        self._size = 0
         self.set_alarm(None)
 
     def touch_sql(self) -> None:
@@ -191,17 +206,21 @@ class ObjectCache:
         self.round = self.host.mark_dirty(self)
 
     # -- commit (called by the host, in this order) ------------------------------------------
-    def prepare_commit(self) -> ObjectWrites:
-        """Commit the file part (if any) and return what the partition must commit."""
+    def prepare_commit(self) -> ObjectWrites | None:
+        """Commit the file part (if any) and return what the partition must commit, if any."""
         puts = {k.encode(): v for k, v in self.dirty.items()}
         alarm = self.alarm if self.alarm_dirty else KEEP
         demote = self.cleared and self.kind is StorageKind.FILE
         if self.kind is StorageKind.FILE and not demote:
             self.host.open_file(self).commit(puts, alarm, KEEP)
+            if alarm is KEEP:
+                return None  # the partition's alarm hint is unchanged
             puts = {}
         kind = StorageKind.ROWS if demote else self.kind
-        name = self.oid.name
-        return ObjectWrites(self.ns, self.oid.raw, name, kind, puts, self.cleared, alarm, self.size)
+        record = demote or alarm is not KEEP
+        return ObjectWrites(
+            self.ns, self.oid.raw, self.oid.name, kind, puts, self.cleared, alarm, record
+        )
 
     def finish_commit(self) -> None:
         """The commit succeeded: the buffer is durable."""

@@ -11,7 +11,9 @@ msgpack arrays, no length prefix (``msgpack.Unpacker``); the first element is th
       [CANCEL, rid]
     host -> caller
       [REPLY,  rid, payload]                            payload: value-codec bytes (RPC)
-      [ERROR,  rid, module, qualname, message, flags]   flags: bit 0 remote, bit 1 reset
+      [ERROR,  rid, module, qualname, message, flags, args]
+                                                        flags: bit 0 remote, bit 1 reset;
+                                                        args: the value-coded .args, or nil
       [NOT_OWNER, rid, partition, epoch]                nothing ran; re-resolve and resend
       [RESPONSE, rid, status, headers, chunk, more]     fetch response head and first chunk
       [BODY,   rid, chunk, more]                        further response body
@@ -54,7 +56,8 @@ from typing import Any
 import msgpack
 from starlette.requests import Request
 
-from durable.errors import ConnectionLost, Overloaded, RemoteError
+from durable import values
+from durable.errors import ConnectionLost, DurableError, Overloaded, RemoteError
 from durable.namespace import FetchResponse, replay_body
 
 log = logging.getLogger("durable.channel")
@@ -99,16 +102,22 @@ def error_frame(rid: int, error: BaseException) -> list[Any]:
     flags = int(bool(getattr(error, "remote", False))) | (
         2 * int(bool(getattr(error, "durable_object_reset", False)))
     )
-    return [Frame.ERROR, rid, cls.__module__, cls.__qualname__, str(error), flags]
+    try:
+        args: bytes | None = values.encode(list(error.args))
+    except DurableError:
+        args = None  # not codable: the caller rebuilds from the message
+    return [Frame.ERROR, rid, cls.__module__, cls.__qualname__, str(error), flags, args]
 
 
-def rebuild_error(module: str, qualname: str, message: str, flags: int) -> Exception:
+def rebuild_error(
+    module: str, qualname: str, message: str, flags: int, args: bytes | None = None
+) -> Exception:
     """The exception a remote host raised, as its own class when importable here."""
     cls = _find_class(module, qualname)
     error: Exception
     if cls is not None:
-        error = cls.__new__(cls)
-        error.args = (message,)  # no __init__: custom constructors need their own arguments
+        error = cls.__new__(cls)  # no __init__: custom constructors need their own arguments
+        error.args = tuple(values.decode(args)) if args is not None else (message,)  # type: ignore[arg-type]
     else:
         error = RemoteError(qualname, message)
     error.remote = bool(flags & 1)  # type: ignore[attr-defined]
@@ -431,7 +440,7 @@ def answer(frame: list[Any]) -> list[Any]:
     """Unwrap an answer frame: raise its error (NotOwner, remote errors) or return it."""
     kind = frame[0]
     if kind == Frame.ERROR:
-        raise rebuild_error(frame[2], frame[3], frame[4], frame[5])
+        raise rebuild_error(*frame[2:7])
     if kind == Frame.NOT_OWNER:
         raise NotOwner(frame[2], frame[3])
     return frame

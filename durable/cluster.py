@@ -32,7 +32,7 @@ import secrets
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from starlette.requests import Request
 
 from durable.channel import ChannelClient, Frame, NotOwner, answer, fetch_head, response_from
 from durable.connection import Env, build_env, read_meta
+from durable.dedicated import Dedicated
 from durable.directory import LEASE_TTL
 from durable.errors import Overloaded
 from durable.host import Host
@@ -79,6 +80,20 @@ class ClusterConfig:
     def info(self) -> dict[str, Any]:
         return {**asdict(self), "cluster": self.cluster}
 
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> ClusterConfig:
+        names = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {k: v for k, v in info.items() if k in names}
+        values["sys_path"] = tuple(values.get("sys_path", ()))
+        values["placement"] = tuple(tuple(p) for p in values.get("placement", ()))
+        return cls(**values)
+
+
+def dedicated_for(worker: Worker, config: ClusterConfig) -> Dedicated | None:
+    """The per-object actors of the worker's ``placement="dedicated"`` bindings, if any."""
+    bindings = {b for b, where in worker.placement.items() if where == "dedicated"}
+    return Dedicated(config, bindings) if bindings else None
+
 
 def default_slots() -> int:
     """One host per CPU left after the gateway and Ray's daemons (1 on a 2-core machine)."""
@@ -106,7 +121,7 @@ class ClusterTransport:
         token: str,
         partitions: int,
         local: LocalOwner | None = None,
-        dedicated: Any = None,
+        dedicated: Dedicated | None = None,
     ) -> None:
         self._directory = directory
         self._token = token
@@ -119,7 +134,7 @@ class ClusterTransport:
 
     async def call(self, oid: ObjectId, method: str, payload: bytes) -> bytes:
         if self._dedicated is not None and self._dedicated.handles(oid):
-            return await self._dedicated.call(oid, method, payload)  # type: ignore[no-any-return]
+            return await self._dedicated.call(oid, method, payload)
         local = self._local_host(oid)
         if local is not None:
             return await local.call(oid, method, payload)
@@ -128,7 +143,7 @@ class ClusterTransport:
 
     async def fetch(self, oid: ObjectId, request: Request) -> FetchResponse:
         if self._dedicated is not None and self._dedicated.handles(oid):
-            return await self._dedicated.fetch(oid, request)  # type: ignore[no-any-return]
+            return await self._dedicated.fetch(oid, request)
         local = self._local_host(oid)
         if local is not None:
             return await local.fetch(oid, request)
@@ -241,7 +256,10 @@ async def connect_cluster(worker: Worker, address: str) -> AsyncIterator[Env]:
     try:
         directory = ray.get_actor(DIRECTORY, namespace=RAY_NAMESPACE)
         info = await directory.status.remote()
-        transport = ClusterTransport(directory, info["token"], info["partitions"])
+        config = ClusterConfig.from_info(info)
+        transport = ClusterTransport(
+            directory, config.token, config.partitions, dedicated=dedicated_for(worker, config)
+        )
         try:
             yield build_env(worker, transport)
         finally:

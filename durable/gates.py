@@ -23,8 +23,7 @@ import asyncio
 import ctypes
 import threading
 import time
-from collections import deque
-from collections.abc import Coroutine, Generator
+from collections.abc import Awaitable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from durable.errors import CpuTimeExceeded, ObjectReset
@@ -38,9 +37,11 @@ T = TypeVar("T")
 class InputGate:
     """Holds events that have not started while ``block_concurrency_while`` runs."""
 
+    __slots__ = ("_locks", "_waiters", "broken")
+
     def __init__(self) -> None:
         self._locks = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: list[asyncio.Future[None]] = []  # a list: most gates never hold anyone
         self.broken: BaseException | None = None
 
     @property
@@ -52,16 +53,21 @@ class InputGate:
 
     def open(self) -> None:
         self._locks -= 1
-        while not self._locks and self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        if not self._locks:
+            self._release(None)
 
     def break_(self, error: BaseException) -> None:
         self.broken = error
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
+        self._release(error)
+
+    def _release(self, error: BaseException | None) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:  # in arrival order
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
                 waiter.set_exception(error)
 
     async def enter(self) -> None:
@@ -73,14 +79,41 @@ class InputGate:
             await waiter
 
 
+class CommitRound:
+    """One group commit: every object whose writes it holds learns its outcome together.
+
+    Each waiter has its own future, so cancelling one caller never disturbs the round.
+    """
+
+    __slots__ = ("_waiters", "done", "failed")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.failed: set[ObjectCache] = set()
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def wait(self, cache: ObjectCache) -> None:
+        if not self.done:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        if cache in self.failed:
+            raise ObjectReset("a storage write failed to commit; the write was not acknowledged")
+
+    def finish(self, failed: set[ObjectCache]) -> None:
+        self.done = True
+        self.failed = failed
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+
 async def wait_durable(cache: ObjectCache) -> None:
     """The output gate: wait for the commit of every write buffered so far."""
     round_ = cache.round
-    if round_ is None:
-        return
-    failed = await asyncio.shield(round_) if not round_.done() else round_.result()
-    if cache in failed:
-        raise ObjectReset("a storage write failed to commit; the write was not acknowledged")
+    if round_ is not None:
+        await round_.wait(cache)
 
 
 class _Interrupt(BaseException):
@@ -88,11 +121,15 @@ class _Interrupt(BaseException):
 
 
 class CpuGuard:
-    """Watches the step that is running now; one daemon thread per guard."""
+    """Watches the step that runs now; one daemon thread per guard.
+
+    The running step is published as one tuple in one attribute (a single store, atomic under
+    the GIL), so steps pay no lock; the watchdog fires only if the very same tuple is still
+    published, checked immediately before the (GIL-holding) interrupt call.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._step: tuple[int, float, float] | None = None  # (thread id, started, limit seconds)
+        self.step: tuple[int, float, float] | None = None  # (thread id, started, limit seconds)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.interrupts = 0
@@ -108,32 +145,24 @@ class CpuGuard:
 
     def _watch(self) -> None:
         while not self._stop.wait(0.02):
-            with self._lock:
-                step = self._step
-                if step is None or time.perf_counter() - step[1] <= step[2]:
-                    continue
-                self._step = None
+            step = self.step
+            if step is None or time.perf_counter() - step[1] <= step[2]:
+                continue
+            if self.step is step:
+                self.step = None
                 self.interrupts += 1
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(step[0]), ctypes.py_object(_Interrupt)
                 )
 
-    def metered(self, coro: Coroutine[Any, Any, T], limit_ms: int) -> Coroutine[Any, Any, T]:
-        return _Metered(self, coro, limit_ms / 1000.0).run()
-
-    def _enter(self, limit: float) -> tuple[int, float, float] | None:
-        with self._lock:
-            outer = self._step
-            self._step = (threading.get_ident(), time.perf_counter(), limit)
-            return outer
-
-    def _leave(self, outer: tuple[int, float, float] | None) -> None:
-        with self._lock:
-            self._step = outer
+    def metered(self, coro: Coroutine[Any, Any, T], limit_ms: int) -> Awaitable[T]:
+        return _Steps(self, coro, limit_ms / 1000.0)
 
 
-class _Metered:
-    """Drives a coroutine one step at a time, timing each step."""
+class _Steps:
+    """Drives a coroutine one step at a time, timing each step against the event's budget."""
+
+    __slots__ = ("coro", "guard", "limit", "used")
 
     def __init__(self, guard: CpuGuard, coro: Coroutine[Any, Any, Any], limit: float) -> None:
         self.guard = guard
@@ -141,34 +170,28 @@ class _Metered:
         self.limit = limit
         self.used = 0.0
 
-    async def run(self) -> Any:
-        return await _Steps(self)
-
-
-class _Steps:
-    def __init__(self, meter: _Metered) -> None:
-        self.meter = meter
-
     def __await__(self) -> Generator[Any, Any, Any]:
-        m = self.meter
+        guard, coro = self.guard, self.coro
         send: Any = None
         throw: BaseException | None = None
+        thread = threading.get_ident()
         while True:
-            outer = m.guard._enter(m.limit - m.used)
+            outer = guard.step
             started = time.perf_counter()
+            guard.step = (thread, started, self.limit - self.used)
             try:
-                yielded = m.coro.throw(throw) if throw is not None else m.coro.send(send)
+                yielded = coro.throw(throw) if throw is not None else coro.send(send)
             except StopIteration as done:
                 return done.value
             except _Interrupt:
-                m.coro.close()
-                raise CpuTimeExceeded(int(m.limit * 1000)) from None
+                coro.close()
+                raise CpuTimeExceeded(int(self.limit * 1000)) from None
             finally:
-                m.guard._leave(outer)
-                m.used += time.perf_counter() - started
-            if m.used > m.limit:
-                m.coro.close()
-                raise CpuTimeExceeded(int(m.limit * 1000))
+                guard.step = outer
+                self.used += time.perf_counter() - started
+            if self.used > self.limit:
+                coro.close()
+                raise CpuTimeExceeded(int(self.limit * 1000))
             try:
                 send, throw = (yield yielded), None
             except BaseException as e:  # cancellation and errors go into the coroutine

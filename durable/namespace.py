@@ -25,11 +25,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from durable import ids, values
 from durable.errors import InvalidArgument, MessageTooLarge, RemoteError
+from durable.gates import wait_durable
 from durable.limits import Limits
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ class Stub:
             raise AttributeError(method)  # dunders belong to the stub (pickling, awaiting, ...)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            payload = values.encode((args, kwargs))
+            payload = values.encode([list(args), kwargs])  # a list: no tuple extension
             limit = self._ns._limits.max_rpc_bytes
             if len(payload) > limit:
                 raise MessageTooLarge(len(payload), limit)
@@ -135,7 +136,7 @@ class Stub:
 
     async def fetch(
         self,
-        url_or_request: str | Request,
+        url_or_request: str | Request | HTTPConnection,
         *,
         method: str = "GET",
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
@@ -144,10 +145,15 @@ class Stub:
     ) -> FetchResponse:
         if isinstance(url_or_request, Request):
             request = await _forwarded(url_or_request)
+        elif (
+            isinstance(url_or_request, HTTPConnection)
+            and url_or_request.scope["type"] == "websocket"
+        ):
+            request = _upgrade_request(url_or_request)
         elif isinstance(url_or_request, str):
             request = _build_request(url_or_request, method, headers, content, json)
         else:
-            raise InvalidArgument("fetch() takes a URL (str) or a starlette Request.")
+            raise InvalidArgument("fetch() takes a URL (str), a Request or a WebSocket.")
         await _output_gate()
         return await self._ns._transport.fetch(self.id, request)
 
@@ -170,8 +176,6 @@ def _importable(cls: type) -> bool:
 
 
 async def _output_gate() -> None:
-    from durable.gates import wait_durable
-
     activation = current_activation.get()
     if activation is not None:
         await wait_durable(activation.cache)
@@ -188,6 +192,15 @@ def replay_body(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return receive
+
+
+def _upgrade_request(websocket: HTTPConnection) -> Request:
+    """A WebSocket route's upgrade as the GET request an object's ``fetch`` sees (issue #5):
+    ``ctx.accept_websocket(request)`` finds the gateway's offer in its headers."""
+    scope = dict(websocket.scope)
+    scope["type"] = "http"
+    scope["method"] = "GET"
+    return Request(scope, replay_body(b""))
 
 
 async def _forwarded(request: Request) -> Request:

@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS kv(
   PRIMARY KEY(ns, id, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS objects(
   ns TEXT NOT NULL, id BLOB NOT NULL, kind TEXT NOT NULL, name TEXT, alarm INTEGER,
-  bytes INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(ns, id)) WITHOUT ROWID;
+  PRIMARY KEY(ns, id)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS objects_alarm ON objects(alarm) WHERE alarm IS NOT NULL;
 """
 
@@ -54,9 +54,11 @@ class StorageKind(Enum):
 
 
 class ObjectRecord(NamedTuple):
+    """An ``objects`` row. Only objects with a file or an alarm have one: a plain KV object is
+    just its ``kv`` rows, so creating one costs a single row insert."""
+
     kind: StorageKind
     alarm: int | None
-    bytes: int
 
 
 # Sentinel: the alarm was not touched by this batch.
@@ -74,7 +76,7 @@ class ObjectWrites:
     puts: dict[bytes, bytes | None] = field(default_factory=dict)
     clear: bool = False
     alarm: object = KEEP
-    bytes: int = 0
+    record: bool = False  # the objects row must be written (kind or alarm changed)
 
 
 class KvTable:
@@ -147,6 +149,9 @@ class Partition:
             raise DataDirInUse(str(self.root.parent.parent)) from None
         self._lock_fd = fd
         conn = sqlite3.connect(self.root / "partition.sqlite", isolation_level=None)
+        # One process owns a partition (the flock above): exclusive locking keeps the WAL index
+        # in heap memory, so no -shm file and no lock syscall per transaction.
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
         conn.executescript(_SCHEMA)
@@ -166,9 +171,21 @@ class Partition:
 
     def record(self, ns: str, oid: bytes) -> ObjectRecord | None:
         row = self.conn.execute(
-            "SELECT kind, alarm, bytes FROM objects WHERE ns=? AND id=?", (ns, oid)
+            "SELECT kind, alarm FROM objects WHERE ns=? AND id=?", (ns, oid)
         ).fetchone()
-        return None if row is None else ObjectRecord(StorageKind(row[0]), row[1], row[2])
+        return None if row is None else ObjectRecord(StorageKind(row[0]), row[1])
+
+    def has_rows(self, ns: str, oid: bytes) -> bool:
+        row = self.conn.execute("SELECT 1 FROM kv WHERE ns=? AND id=? LIMIT 1", (ns, oid))
+        return row.fetchone() is not None
+
+    def size(self, ns: str, oid: bytes) -> int:
+        """Bytes of an object's KV rows (keys + values), as the storage limit counts them."""
+        (size,) = self.conn.execute(
+            "SELECT coalesce(sum(length(key) + length(value)), 0) FROM kv WHERE ns=? AND id=?",
+            (ns, oid),
+        ).fetchone()
+        return int(size)
 
     def object_path(self, ns: str, oid: bytes) -> Path:
         return self.root / "objects" / ns / f"{oid.hex()}.sqlite"
@@ -210,17 +227,17 @@ class Partition:
         conn = self.conn
         if w.clear:
             conn.execute("DELETE FROM kv WHERE ns=? AND id=?", (w.ns, w.id))
-        deletes = [(w.ns, w.id, k) for k, v in w.puts.items() if v is None]
-        puts = [(w.ns, w.id, k, v) for k, v in w.puts.items() if v is not None]
-        if deletes:
-            conn.executemany("DELETE FROM kv WHERE ns=? AND id=? AND key=?", deletes)
-        if puts:
-            conn.executemany("INSERT OR REPLACE INTO kv VALUES (?,?,?,?)", puts)
-        conn.execute(
-            "INSERT INTO objects(ns, id, kind, name, bytes) VALUES (?,?,?,?,?) "
-            "ON CONFLICT(ns, id) DO UPDATE SET kind=excluded.kind, bytes=excluded.bytes",
-            (w.ns, w.id, w.kind.value, w.name, w.bytes),
-        )
+        for key, value in w.puts.items():
+            if value is None:
+                conn.execute("DELETE FROM kv WHERE ns=? AND id=? AND key=?", (w.ns, w.id, key))
+            else:
+                conn.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?,?)", (w.ns, w.id, key, value))
+        if w.record:
+            conn.execute(
+                "INSERT INTO objects(ns, id, kind, name) VALUES (?,?,?,?) "
+                "ON CONFLICT(ns, id) DO UPDATE SET kind=excluded.kind",
+                (w.ns, w.id, w.kind.value, w.name),
+            )
         if w.alarm is not KEEP:
             conn.execute("UPDATE objects SET alarm=? WHERE ns=? AND id=?", (w.alarm, w.ns, w.id))
 
@@ -267,3 +284,84 @@ class Partition:
         (objects,) = self.conn.execute("SELECT count(*) FROM objects").fetchone()
         (rows,) = self.conn.execute("SELECT count(*) FROM kv").fetchone()
         return objects, rows
+
+    # -- WebSockets (issue #5): the socket registry of this partition's objects -------------------
+    # Which client sockets each object accepted, with tags and attachment, and the holder (the
+    # gateway process) that has the connection; plus each object's auto-response. The host keeps
+    # them in memory and writes changes here once per loop turn (``sockets.SocketRegistry``).
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
+    def _socket_tables(self) -> sqlite3.Connection:
+        conn = self.conn
+        if not getattr(self, "_sockets_ready", False):
+            conn.executescript(_SOCKETS_SCHEMA)
+            self._sockets_ready = True
+        return conn
+
+    def socket_rows(self) -> list[tuple[str, bytes, str, str, str, bytes | None, int]]:
+        """(ns, id, sid, holder, tags JSON, attachment, seq) of every socket, in accept order."""
+        return self._socket_tables().execute(
+            "SELECT ns, id, sid, holder, tags, attachment, seq FROM sockets ORDER BY seq"
+        ).fetchall()
+
+    def socket_auto_rows(self) -> list[tuple[str, bytes, str, str]]:
+        return self._socket_tables().execute(
+            "SELECT ns, id, request, response FROM socket_auto"
+        ).fetchall()
+
+    def save_sockets(
+        self,
+        upserts: list[tuple[object, ...]],
+        deletes: list[str],
+        autos: list[tuple[object, ...]],
+    ) -> None:
+        """Write socket rows (upserts by sid, deletes) and auto-responses in one transaction."""
+        conn = self._socket_tables()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if upserts:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO sockets(ns, id, sid, holder, tags, attachment, seq) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    upserts,
+                )
+            if deletes:
+                conn.executemany("DELETE FROM sockets WHERE sid=?", [(s,) for s in deletes])
+            for ns, oid, request, response in autos:
+                if request is None:
+                    conn.execute("DELETE FROM socket_auto WHERE ns=? AND id=?", (ns, oid))
+                else:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO socket_auto VALUES (?,?,?,?)",
+                        (ns, oid, request, response),
+                    )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def drop_sockets_except(self, holder: str) -> int:
+        """Delete the rows of sockets held by any other holder (stale after a restart)."""
+        conn = self._socket_tables()
+        return conn.execute("DELETE FROM sockets WHERE holder != ?", (holder,)).rowcount
+
+    def stored_totals(self) -> tuple[int, int]:
+        """(objects, bytes) stored in this partition, from the objects table (for /metrics)."""
+        objects, size = self.conn.execute(
+            "SELECT count(*), coalesce(sum(bytes), 0) FROM objects"
+        ).fetchone()
+        return int(objects), int(size)
+
+
+_SOCKETS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sockets(
+  sid TEXT PRIMARY KEY, ns TEXT NOT NULL, id BLOB NOT NULL, holder TEXT NOT NULL,
+  tags TEXT NOT NULL, attachment BLOB, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sockets_holder ON sockets(holder);
+CREATE TABLE IF NOT EXISTS socket_auto(
+  ns TEXT NOT NULL, id BLOB NOT NULL, request TEXT NOT NULL, response TEXT NOT NULL,
+  PRIMARY KEY(ns, id)) WITHOUT ROWID;
+"""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import socket
 import sys
 import time
@@ -37,7 +38,14 @@ from durable.channel import (
     response_frames,
 )
 from durable.clock import SystemClock
-from durable.cluster import DIRECTORY, RAY_NAMESPACE, ClusterConfig, ClusterTransport, LocalOwner
+from durable.cluster import (
+    DIRECTORY,
+    RAY_NAMESPACE,
+    ClusterConfig,
+    ClusterTransport,
+    LocalOwner,
+    dedicated_for,
+)
 from durable.connection import build_env, read_meta
 from durable.errors import DataDirInUse
 from durable.gateway import Health, build_app
@@ -79,7 +87,9 @@ class HostSlot:
                          idle_timeout=worker.idle_timeout)  # fmt: skip
         await self.host.open()
         local = LocalOwner(self.host, self.owned)
-        self.transport = ClusterTransport(self.directory, cfg.token, cfg.partitions, local)
+        self.transport = ClusterTransport(
+            self.directory, cfg.token, cfg.partitions, local, dedicated_for(worker, cfg)
+        )
         env = build_env(worker, self.transport)
         self.host.env = env
         self.server = ChannelServer(cfg.token, self._handle)
@@ -217,5 +227,9 @@ def host_actor_class() -> Any:
 
         async def statistics(self) -> dict[str, Any]:
             return self.slot.statistics()
+
+        async def pid(self) -> int:
+            """This slot's process id (crash tests kill it with SIGKILL)."""
+            return os.getpid()
 
     return HostActor

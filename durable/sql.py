@@ -43,6 +43,7 @@ _FILE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS _cf_KV(key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _cf_METADATA(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 """
+_FORMAT = 1  # PRAGMA user_version of a complete object file
 _TXN_MESSAGE = (
     "To execute a transaction, please use the state.storage.transaction() or "
     "state.storage.transaction_sync() APIs instead of the SQL BEGIN TRANSACTION or SAVEPOINT "
@@ -72,9 +73,11 @@ class ObjectFile:
         self.limit = limits.max_storage_bytes
         self.max_statement = limits.max_sql_statement_bytes
         conn = sqlite3.connect(path, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")  # one owner: 2 fds, no -shm
         conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-        conn.executescript(_FILE_SCHEMA)
+        if conn.execute("PRAGMA user_version").fetchone()[0] != _FORMAT:
+            conn.execute("PRAGMA journal_mode=WAL")  # files made by create() are WAL already
+            conn.executescript(_FILE_SCHEMA)
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         # Storage limit plus room for the KV/metadata pages the runtime itself checks by size.
         conn.execute(f"PRAGMA max_page_count={limits.max_storage_bytes // page_size + 64}")
@@ -102,7 +105,9 @@ class ObjectFile:
             conn.executemany("INSERT INTO _cf_KV VALUES (?, ?)", rows)
             if alarm is not None:
                 conn.execute("INSERT INTO _cf_METADATA VALUES ('alarm', ?)", (alarm,))
+            conn.execute(f"PRAGMA user_version={_FORMAT}")
             conn.execute("COMMIT")
+            conn.execute("PRAGMA journal_mode=WAL")  # recorded in the header: opens skip it
         finally:
             conn.close()
         fd = os.open(tmp, os.O_RDONLY)
@@ -167,6 +172,16 @@ class ObjectFile:
             return self.kv.scan(lo, lo_open, hi, reverse, limit)
         finally:
             self.internal = False
+
+    def kv_size(self) -> int:
+        self.internal = True
+        try:
+            (size,) = self.conn.execute(
+                "SELECT coalesce(sum(length(key) + length(value)), 0) FROM _cf_KV"
+            ).fetchone()
+        finally:
+            self.internal = False
+        return int(size)
 
     def alarm(self) -> int | None:
         self.internal = True

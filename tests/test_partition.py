@@ -45,9 +45,9 @@ def test_one_bad_object_does_not_fail_the_batch(tmp_path: Path) -> None:
     p = Partition(tmp_path, 0)
     p.open()
     try:
-        good = ObjectWrites("NS", b"g" * 32, None, StorageKind.ROWS, {b"k": b"v"}, bytes=2)
+        good = ObjectWrites("NS", b"g" * 32, None, StorageKind.ROWS, {b"k": b"v"}, record=True)
         unbindable: object = object()  # sqlite3 cannot bind it: this object's rows fail
-        bad = ObjectWrites("NS", b"b" * 32, unbindable, StorageKind.ROWS, {b"k": b"v"}, bytes=2)  # type: ignore[arg-type]
+        bad = ObjectWrites("NS", b"b" * 32, unbindable, StorageKind.ROWS, {b"k": b"v"}, record=True)  # type: ignore[arg-type]
         assert p.commit([good, bad]) == {1}
         assert p.table("NS", b"g" * 32).read(b"k") == b"v"
         assert p.record("NS", b"b" * 32) is None

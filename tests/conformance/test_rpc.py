@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 import pytest
-from samples import SAMPLES, assert_same
+from tests.conformance.samples import SAMPLES, assert_same
 
 from durable import DurableObject, JSONResponse, Request, Response, Worker
 from durable.errors import DataCloneError, RemoteError, RpcError

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from samples import SAMPLES, assert_same
+from tests.conformance.samples import SAMPLES, assert_same
 
 import durable
 from durable import DurableObject, Worker
