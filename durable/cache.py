@@ -206,21 +206,44 @@ class ObjectCache:
         self.round = self.host.mark_dirty(self)
 
     # -- commit (called by the host, in this order) ------------------------------------------
+    @property
+    def commits_file(self) -> bool:
+        """Its writes commit in its own file (promoted, and no demotion pending)."""
+        return self.kind is StorageKind.FILE and not self.cleared
+
     def prepare_commit(self) -> ObjectWrites | None:
-        """Commit the file part (if any) and return what the partition must commit, if any."""
-        puts = {k.encode(): v for k, v in self.dirty.items()}
+        """What the partition must commit for this object, if anything.
+
+        A promoted object's partition part is only its alarm hint; it commits before the file
+        (``commit_file``), so a crash in between leaves a hint for an alarm the file does not
+        have, which the host skips when it fires, never an alarm without a hint.
+        """
         alarm = self.alarm if self.alarm_dirty else KEEP
-        demote = self.cleared and self.kind is StorageKind.FILE
-        if self.kind is StorageKind.FILE and not demote:
-            self.host.open_file(self).commit(puts, alarm, KEEP)
+        if self.commits_file:
             if alarm is KEEP:
-                return None  # the partition's alarm hint is unchanged
-            puts = {}
-        kind = StorageKind.ROWS if demote else self.kind
+                return None
+            return ObjectWrites(
+                self.ns, self.oid.raw, self.oid.name, self.kind, {}, False, alarm, True
+            )
+        puts = {k.encode(): v for k, v in self.dirty.items()}
+        demote = self.cleared and self.kind is StorageKind.FILE
         record = demote or alarm is not KEEP
         return ObjectWrites(
-            self.ns, self.oid.raw, self.oid.name, kind, puts, self.cleared, alarm, record
+            self.ns,
+            self.oid.raw,
+            self.oid.name,
+            StorageKind.ROWS,
+            puts,
+            self.cleared,
+            alarm,
+            record,
         )
+
+    def commit_file(self) -> None:
+        """Commit a promoted object's KV writes, alarm and SQL in its file, all or nothing."""
+        puts = {k.encode(): v for k, v in self.dirty.items()}
+        alarm = self.alarm if self.alarm_dirty else KEEP
+        self.host.open_file(self).commit(puts, alarm, KEEP)
 
     def finish_commit(self) -> None:
         """The commit succeeded: the buffer is durable."""

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from durable.errors import SqlError, StorageLimitExceeded
+from durable.faults import faults
 from durable.limits import Limits
 from durable.partition import KvTable
 
@@ -132,6 +133,7 @@ class ObjectFile:
 
     def commit(self, puts: dict[bytes, bytes | None], alarm: object, keep: object) -> None:
         """Commit the open transaction with the object's KV writes and alarm, all or nothing."""
+        faults.hit("commit.before")
         self.begin()
         try:
             self.internal = True
