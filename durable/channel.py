@@ -78,6 +78,10 @@ class Frame(IntEnum):
     PUSH = 14
 
 
+class NotSent(Exception):
+    """The connection could not be opened: nothing was written. Internal to callers."""
+
+
 class NotOwner(Exception):
     """The host does not own (partition, epoch): nothing ran. Internal to callers."""
 
@@ -266,6 +270,8 @@ class ChannelServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self.address.startswith("unix:"):
+            Path(self.address[5:]).unlink(missing_ok=True)  # asyncio leaves the file behind
         for link in list(self._links):
             link.close()
         for task in list(self._tasks):
@@ -350,7 +356,10 @@ class ChannelClient:
         """Send one CALL/FETCH and wait for its answer frame (REPLY, RESPONSE, ERROR...)."""
         if len(self._pending) >= self.max_in_flight:
             raise Overloaded(f"The channel to {self.address}", self.max_in_flight)
-        link = await self._connect()  # ConnectionError here: nothing was written, resendable
+        try:
+            link = await self._connect()
+        except OSError as error:
+            raise NotSent(f"{self.address}: {error}") from error
         rid = next(self._rids)
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future

@@ -20,7 +20,7 @@ Guarantees:
 Does not guarantee: one durable cluster per Ray cluster (actors have fixed names in the Ray
 namespace ``durable``).
 
-On failure: no owner after the retries → ``Overloaded`` (retryable): the partition is moving.
+On failure: no reachable owner within 1.5 lease TTLs → ``Unavailable`` (retryable, nothing ran).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import hashlib
 import os
 import secrets
 import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, fields
@@ -38,11 +39,19 @@ from typing import Any
 
 from starlette.requests import Request
 
-from durable.channel import ChannelClient, Frame, NotOwner, answer, fetch_head, response_from
+from durable.channel import (
+    ChannelClient,
+    Frame,
+    NotOwner,
+    NotSent,
+    answer,
+    fetch_head,
+    response_from,
+)
 from durable.connection import Env, build_env, read_meta
 from durable.dedicated import Dedicated
 from durable.directory import LEASE_TTL
-from durable.errors import Overloaded
+from durable.errors import Unavailable
 from durable.host import Host
 from durable.ids import ObjectId
 from durable.namespace import FetchResponse
@@ -50,7 +59,6 @@ from durable.worker import Worker, target_paths
 
 RAY_NAMESPACE = "durable"
 DIRECTORY = "durable-directory"
-RESEND_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,7 @@ class ClusterTransport:
         partitions: int,
         local: LocalOwner | None = None,
         dedicated: Dedicated | None = None,
+        lease_ttl: float = LEASE_TTL,
     ) -> None:
         self._directory = directory
         self._token = token
@@ -131,6 +140,9 @@ class ClusterTransport:
         self._table: dict[int, tuple[int, str]] = {}
         self._clients: dict[str, ChannelClient] = {}
         self._refreshing: asyncio.Future[None] | None = None
+        # How long a call waits for a partition to get a reachable owner: a restart or a
+        # move takes about one lease TTL.
+        self._patience = 1.5 * lease_ttl
 
     async def call(self, oid: ObjectId, method: str, payload: bytes) -> bytes:
         if self._dedicated is not None and self._dedicated.handles(oid):
@@ -160,22 +172,26 @@ class ClusterTransport:
         self, oid: ObjectId, kind: list[Any], tail: list[Any], body: bytes | None
     ) -> list[Any]:
         partition = oid.partition(self._partitions)
-        for _ in range(RESEND_ATTEMPTS):
+        deadline = time.monotonic() + self._patience
+        delay = 0.01
+        while True:
             entry = self._table.get(partition)
             if entry is None:
                 await self._refresh()
                 entry = self._table.get(partition)
-                if entry is None:
-                    await asyncio.sleep(0.05)  # moving: wait for the new owner's lease
-                    continue
-            epoch, address = entry
-            frame = [*kind, partition, epoch, oid.namespace, oid.raw, oid.name, *tail]
-            try:
-                return answer(await self._client(address).request(frame, body))
-            except (NotOwner, OSError):
-                # Nothing ran (not_owner), or nothing was written (connect failed): resend.
-                self._table.pop(partition, None)
-        raise Overloaded(f"Partition {partition} (no reachable owner)", RESEND_ATTEMPTS)
+            if entry is not None:
+                epoch, address = entry
+                frame = [*kind, partition, epoch, oid.namespace, oid.raw, oid.name, *tail]
+                try:
+                    reply = await self._client(address).request(frame, body)
+                    return answer(reply)
+                except (NotOwner, NotSent):
+                    # Nothing ran (not_owner), or nothing was written (connect failed): resend.
+                    self._table.pop(partition, None)
+            if time.monotonic() + delay > deadline:
+                raise Unavailable(partition, self._patience)
+            await asyncio.sleep(delay)  # the owner restarts or the partition moves: back off
+            delay = min(delay * 2, 0.5)
 
     def _client(self, address: str) -> ChannelClient:
         client = self._clients.get(address)
@@ -258,8 +274,9 @@ async def connect_cluster(worker: Worker, address: str) -> AsyncIterator[Env]:
         info = await directory.status.remote()
         config = ClusterConfig.from_info(info)
         transport = ClusterTransport(
-            directory, config.token, config.partitions, dedicated=dedicated_for(worker, config)
-        )
+            directory, config.token, config.partitions, dedicated=dedicated_for(worker, config),
+            lease_ttl=config.lease_ttl,
+        )  # fmt: skip
         try:
             yield build_env(worker, transport)
         finally:

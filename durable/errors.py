@@ -24,6 +24,9 @@ keeps working for code that does not know durable::
     ├── CpuTimeExceeded                 one event held the loop longer than Limits.cpu_ms
     ├── ObjectReset                     the object was reset while the call was pending
     ├── ConnectionLost                  the link dropped with the call in flight: it may have run
+    ├── Unavailable                     no reachable owner for the object's partition: nothing ran
+    ├── WebSocketError                  a hibernatable WebSocket limit or misuse (workerd's Error)
+    ├── RequestTooLarge                 an HTTP request body over the gateway's limit (HTTP 413)
     └── DataDirInUse                    another process holds the data directory
 
 ``retryable`` means the call can be sent again without risk of running twice; ``overloaded``
@@ -186,6 +189,34 @@ class ConnectionLost(DurableError):
         super().__init__(
             "The connection to the object's host was lost while the call was in flight; "
             f"it may or may not have run{tail}. It was not resent."
+        )
+
+
+class WebSocketError(DurableError):
+    """A hibernatable WebSocket limit or misuse: too many sockets or tags, a long tag, a large
+    attachment. Messages are workerd's (a plain ``Error`` there)."""
+
+
+class RequestTooLarge(DurableError):
+    """An HTTP request body over the gateway's limit; the gateway answers 413 and runs nothing."""
+
+    def __init__(self, limit: int, size: int | None = None) -> None:
+        seen = f"{size} bytes" if size is not None else "more"
+        super().__init__(
+            f"The request body is {seen}, over the limit of {limit} bytes. Send a smaller body, "
+            "or raise the worker's max_request_bytes."
+        )
+
+
+class Unavailable(DurableError):
+    """The object's partition had no reachable owner in time (restart, move); nothing ran."""
+
+    retryable = True
+
+    def __init__(self, partition: int, waited: float) -> None:
+        super().__init__(
+            f"Partition {partition} had no reachable owner for {waited:.1f} s (its host is "
+            "restarting or the partition is moving); the call was not run. Retry later."
         )
 
 

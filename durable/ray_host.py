@@ -21,6 +21,7 @@ on the next renewal; meanwhile callers get ``not_owner`` and re-resolve.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -54,6 +55,7 @@ from durable.ids import ObjectId
 from durable.worker import Worker, load_worker
 
 log = logging.getLogger("durable.ray_host")
+LEASE_MARGIN = 0.9  # serve only until 90 % of the TTL after the renewal request left
 
 
 class HostSlot:
@@ -71,7 +73,7 @@ class HostSlot:
         self._http: Any = None
         self._http_task: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
-        self._last_renewal = time.monotonic()
+        self._lease_until = 0.0  # monotonic time our leases end, as we must assume
 
     async def start(self) -> None:
         cfg = self.config
@@ -88,21 +90,24 @@ class HostSlot:
         await self.host.open()
         local = LocalOwner(self.host, self.owned)
         self.transport = ClusterTransport(
-            self.directory, cfg.token, cfg.partitions, local, dedicated_for(worker, cfg)
-        )
+            self.directory, cfg.token, cfg.partitions, local, dedicated_for(worker, cfg),
+            cfg.lease_ttl,
+        )  # fmt: skip
         env = build_env(worker, self.transport)
         self.host.env = env
         self.server = ChannelServer(cfg.token, self._handle)
         cfg.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         address = await self.server.start_unix(cfg.runtime_dir / f"host-{self.slot}.sock")
-        self._apply(await self.directory.register.remote(self.slot, address))
+        asked_at = time.monotonic()
+        self._apply(await self.directory.register.remote(self.slot, address), asked_at)
         self._renewer = asyncio.ensure_future(self._renew_forever(address))
         await self._wait_complete()
         await self._serve_http(worker, env)
         gc.freeze()  # a Ray worker tracks ~72k objects: full collections cost 55-60 ms each
 
     # -- leases ---------------------------------------------------------------------------------
-    def _apply(self, grants: dict[int, int]) -> None:
+    def _apply(self, grants: dict[int, int], asked_at: float) -> None:
+        """Serve exactly ``grants``; the leases run from when they were asked for (``asked_at``)."""
         assert self.host is not None
         for partition in [p for p in self.owned if p not in grants]:
             del self.owned[partition]
@@ -114,21 +119,24 @@ class HostSlot:
             except DataDirInUse:
                 continue  # the previous owner still closes it: try again at the next renewal
             self.owned[partition] = epoch
-        self._last_renewal = time.monotonic()
+        # The directory counts the TTL from its reply; counting from our request, minus a
+        # margin, makes our view of the lease end first.
+        self._lease_until = asked_at + self.config.lease_ttl * LEASE_MARGIN
 
     async def _renew_forever(self, address: str) -> None:
         period = self.config.lease_ttl / 3
         while True:
             await asyncio.sleep(period)
+            asked_at = time.monotonic()
             try:
                 grants = await self.directory.renew.remote(self.slot)
                 if grants is None:  # the directory restarted and forgot us
                     grants = await self.directory.register.remote(self.slot, address)
-                self._apply(grants)
+                self._apply(grants, asked_at)
             except Exception:
                 log.warning("lease renewal failed", exc_info=True)
-                if time.monotonic() - self._last_renewal > self.config.lease_ttl:
-                    self._apply({})  # our leases lapsed: stop serving everything
+                if time.monotonic() > self._lease_until:
+                    self._apply({}, asked_at)  # our leases lapsed: stop serving everything
 
     async def _wait_complete(self) -> None:
         while not (await self.directory.status.remote())["complete"]:
@@ -139,6 +147,8 @@ class HostSlot:
         kind, rid, partition, epoch, ns, raw, name = frame[:7]
         if self.owned.get(partition) != epoch or self.host is None:
             raise NotOwner(partition, epoch)
+        if time.monotonic() > self._lease_until:
+            raise NotOwner(partition, epoch)  # lapsed (e.g. we were paused): maybe granted on
         oid = ObjectId(bytes(raw), ns, name)
         if kind == Frame.CALL:
             return [[Frame.REPLY, rid, await self.host.call(oid, frame[7], bytes(frame[8]))]]
@@ -173,6 +183,8 @@ class HostSlot:
             self._renewer.cancel()
         if self.server is not None:
             await self.server.close()
+            with contextlib.suppress(OSError):
+                self.config.runtime_dir.rmdir()  # the last slot of the cluster removes it
         if self.transport is not None:
             await self.transport.close()
         if self.host is not None:
