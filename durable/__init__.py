@@ -25,15 +25,19 @@ from durable.errors import (
     ObjectReset,
     Overloaded,
     RemoteError,
+    RequestTooLarge,
     RpcError,
     SqlError,
     StorageLimitExceeded,
     TransactionError,
+    Unavailable,
     ValueTooLarge,
+    WebSocketError,
 )
 from durable.ids import ObjectId
 from durable.limits import Limits
 from durable.object import AlarmInfo, DurableObject, ObjectState
+from durable.sockets import HibernatableWebSocket
 from durable.values import register_type
 from durable.worker import Worker
 
@@ -46,6 +50,7 @@ __all__ = [
     "DataDirInUse",
     "DurableError",
     "DurableObject",
+    "HibernatableWebSocket",
     "InvalidArgument",
     "InvalidObjectId",
     "InvalidRouteKey",
@@ -59,13 +64,16 @@ __all__ = [
     "Overloaded",
     "RemoteError",
     "Request",
+    "RequestTooLarge",
     "Response",
     "RpcError",
     "SqlError",
     "StorageLimitExceeded",
     "TransactionError",
+    "Unavailable",
     "ValueTooLarge",
     "WebSocket",
+    "WebSocketError",
     "Worker",
     "connect",
     "register_type",

@@ -157,8 +157,10 @@ class AlarmScheduler:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._timer_at = None
-        for fut in list(self._running):
+        running = list(self._running)
+        for fut in running:
             fut.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
     def statistics(self) -> AlarmStatistics:
         return AlarmStatistics(

@@ -23,7 +23,7 @@ from typing import Any
 from durable.clock import Clock, SystemClock
 from durable.cron import CronScheduler
 from durable.database import Database, databases_of
-from durable.host import Host, NamespaceConfig
+from durable.host import Host
 from durable.namespace import Namespace, Transport
 from durable.worker import Worker
 
@@ -84,14 +84,8 @@ async def connect(
     root = Path(data_dir).resolve()
     meta = read_meta(root)
     count = int(meta["partitions"])
-    namespaces = {
-        binding: NamespaceConfig(cls, worker.limits_for(binding))
-        for binding, cls in worker.objects.items()
-    }
     clock = clock or SystemClock()
-    host = Host(root, list(range(count)), count, namespaces, clock,
-                idle_timeout=worker.idle_timeout, idle_timeouts=worker.idle_timeouts,
-                max_active_objects=worker.max_active_objects)  # fmt: skip
+    host = Host.for_worker(worker, root, list(range(count)), count, clock)
     await host.open()
     env = build_env(worker, host)
     host.env = env

@@ -81,23 +81,16 @@ def object_actor_class() -> Any:
             self.started = asyncio.ensure_future(self._start())
 
         async def _start(self) -> Any:
-            import sys
-
             from durable.clock import SystemClock
             from durable.cluster import DIRECTORY, ClusterTransport
             from durable.connection import build_env, read_meta
-            from durable.host import Host, NamespaceConfig
+            from durable.host import Host
             from durable.worker import load_worker
 
-            for path in reversed(self.config.sys_path):
-                if path not in sys.path:
-                    sys.path.insert(0, path)
-            worker = load_worker(self.config.target)
+            worker = load_worker(self.config.target, self.config.sys_path)
             root = Path(self.config.data_dir) / "dedicated" / self.oid.namespace / str(self.oid)
             read_meta(root, 1)
-            cls = worker.objects[self.oid.namespace]
-            ns = {self.oid.namespace: NamespaceConfig(cls, worker.limits_for(self.oid.namespace))}
-            host = Host(root, [0], 1, ns, SystemClock(), idle_timeout=worker.idle_timeout)
+            host = Host.for_worker(worker, root, [0], 1, SystemClock())
             await host.open()
             directory = ray.get_actor(DIRECTORY, namespace=RAY_NAMESPACE)
             transport = ClusterTransport(directory, self.config.token, self.config.partitions)

@@ -42,14 +42,17 @@ from durable.cache import ObjectCache
 from durable.clock import Clock, Timer
 from durable.errors import MessageTooLarge, ObjectReset, Overloaded, RpcError
 from durable.faults import faults
-from durable.gates import CpuGuard, wait_durable
+from durable.gates import CommitRound, CpuGuard, wait_durable
+from durable.hibernation import SocketRegistry, handler_call
 from durable.ids import ObjectId
 from durable.limits import Limits
 from durable.namespace import FetchResponse, materialize
 from durable.object import AlarmInfo, DurableObject, rpc_method
 from durable.partition import Partition, StorageKind
-from durable.sql import ObjectFile, SqlStorage
+from durable.sockets import SocketSink, SocketState
+from durable.sql import ObjectFile
 from durable.storage import Storage, StorageContext
+from durable.worker import Worker
 
 log = logging.getLogger("durable.host")
 FDS_PER_FILE = 3
@@ -107,13 +110,25 @@ class Host:
         self._active: OrderedDict[ObjectId, Activation] = OrderedDict()
         self._files: OrderedDict[ObjectCache, None] = OrderedDict()
         self._dirty: dict[ObjectCache, None] = {}
-        self._round: asyncio.Future[set[ObjectCache]] | None = None
+        self._round: CommitRound | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweep_timer: Timer | None = None
         self._sweep_at: float | None = None
         # Per distinct idle timeout, activations in order of last activity (front = idle longest).
         self._idle: dict[float, OrderedDict[ObjectId, Activation]] = {}
         self._commits = self._activations = self._evictions = self._resets = 0
+
+    @classmethod
+    def for_worker(
+        cls, worker: Worker, data_dir: Path, partitions: list[int], count: int, clock: Clock
+    ) -> Host:
+        """A host for ``worker``'s bindings with its limits, idle timeouts and memory budget."""
+        namespaces = {
+            b: NamespaceConfig(c, worker.limits_for(b)) for b, c in worker.objects.items()
+        }
+        return cls(data_dir, partitions, count, namespaces, clock,
+                   idle_timeout=worker.idle_timeout, idle_timeouts=worker.idle_timeouts,
+                   max_active_objects=worker.max_active_objects)  # fmt: skip
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -187,15 +202,10 @@ class Host:
         record = partition.record(oid.namespace, oid.raw)
         cache = ObjectCache(self, partition, oid, record, config.limits.max_storage_bytes)
         if cache.kind is StorageKind.FILE:
-            cache.alarm = self.open_file(cache).alarm()
-        shared = StorageContext(
-            cache,
-            config.limits,
-            lambda: int(self.clock.now() * 1000),
-            callable(getattr(config.cls, "alarm", None)),
-            lambda: SqlStorage(lambda: self.open_file(cache), cache.touch_sql),
-            lambda: wait_durable(cache),
-        )
+            cache.alarm = self.open_file(cache).alarm()  # the file decides; the index is a hint
+            if record is not None and cache.alarm != record.alarm:
+                self.alarms.schedule(oid, cache.alarm)
+        shared = StorageContext(cache, config.limits, callable(getattr(config.cls, "alarm", None)))
         activation = Activation(self, config.cls, oid, cache, Storage(shared), config.limits)
         self._active[oid] = activation
         self._activations += 1
@@ -318,7 +328,7 @@ class Host:
         """An RPC: decode the arguments, run the method as one event, encode the result."""
         activation = self.activate(oid)
         target = rpc_method(activation.instance, method)
-        args, kwargs = cast(tuple[tuple[Any, ...], dict[str, Any]], values.decode(payload))
+        args, kwargs = cast(tuple[list[Any], dict[str, Any]], values.decode(payload))
         limit = activation.limits.max_rpc_bytes
 
         async def handler() -> bytes:
@@ -345,10 +355,10 @@ class Host:
         return await activation.invoke(handler)
 
     # -- group commit --------------------------------------------------------------------------
-    def mark_dirty(self, cache: ObjectCache) -> asyncio.Future[set[ObjectCache]]:
+    def mark_dirty(self, cache: ObjectCache) -> CommitRound:
         if self._round is None:
             assert self._loop is not None
-            self._round = self._loop.create_future()
+            self._round = CommitRound()
             self._loop.call_soon(self.flush)
         self._dirty[cache] = None
         return self._round
@@ -363,13 +373,22 @@ class Host:
         batches: dict[Partition, list[tuple[ObjectCache, Any]]] = {}
         for cache in dirty:
             try:
-                batches.setdefault(cache.partition, []).append((cache, cache.prepare_commit()))
+                writes = cache.prepare_commit()
+                if writes is not None:
+                    batches.setdefault(cache.partition, []).append((cache, writes))
             except Exception:
-                log.exception("commit of %s's object file failed", cache.oid)
+                log.exception("preparing the commit of %s failed", cache.oid)
                 failed.add(cache)
         for partition, items in batches.items():
             bad = partition.commit([writes for _, writes in items])
             failed.update(items[i][0] for i in bad)
+        for cache in dirty:
+            if cache.commits_file and cache not in failed:
+                try:
+                    cache.commit_file()
+                except Exception:
+                    log.exception("commit of %s's object file failed", cache.oid)
+                    failed.add(cache)
         self._commits += 1
         for cache in dirty:
             if cache in failed:
@@ -379,7 +398,7 @@ class Host:
                 cache.finish_commit()
                 if alarm_changed:
                     self.alarms.schedule(cache.oid, cache.alarm)
-        round_.set_result(failed)
+        round_.finish(failed)
 
     def _fail_commit(self, cache: ObjectCache) -> None:
         activation = self._active.get(cache.oid)
@@ -388,6 +407,8 @@ class Host:
 
     # -- object files -----------------------------------------------------------------------------
     def open_file(self, cache: ObjectCache) -> ObjectFile:
+        if cache.cleared and cache.kind is StorageKind.FILE:
+            self.flush()  # commit the pending demotion (delete_all) first: a new file follows
         if cache.file is not None:
             self._files.move_to_end(cache)
             return cache.file
@@ -463,6 +484,85 @@ class Host:
             resets=self._resets,
             pending_alarms=self.alarms.statistics().pending,
         )
+
+    # -- WebSockets (issue #5): the host side of hibernatable sockets, see sockets.py --------------
+    # ``Host`` is the gateway's ``sockets.SocketHost`` when both run in one process.
+    @property
+    def sockets(self) -> SocketRegistry:
+        """This host's socket registry, made on first use."""
+        registry: SocketRegistry | None = self.__dict__.get("_socket_registry")
+        if registry is None:
+            registry = self._socket_registry = SocketRegistry(self)
+        return registry
+
+    def active(self, oid: ObjectId) -> Activation | None:
+        """The live activation of ``oid``, or None if it is not in memory (hibernated)."""
+        return self._active.get(oid)
+
+    def attach_sockets(self, holder: str, sink: SocketSink, *, exclusive: bool = False) -> None:
+        self.sockets.attach(holder, sink, exclusive)
+
+    def detach_sockets(self, holder: str) -> None:
+        self.sockets.detach(holder)
+
+    async def socket_message(self, oid: ObjectId, sid: str, data: str | bytes) -> None:
+        """A client message: wake the object if needed and run ``websocket_message(ws, data)``."""
+        record = self.sockets.record(oid, sid)
+        if record is None:
+            raise RpcError(f"WebSocket {sid} is not registered with {oid.namespace}:{oid}.")
+        self.sockets.messages += 1
+        await self._socket_event(record, "websocket_message", data)
+
+    async def socket_closed(
+        self, oid: ObjectId, sid: str, code: int, reason: str, was_clean: bool
+    ) -> None:
+        """The connection closed: run ``websocket_close``, push its reply, forget the socket."""
+        record = self.sockets.record(oid, sid)
+        if record is None:
+            return
+        if record.state is SocketState.OPEN:
+            record.state = SocketState.CLOSE_RECEIVED  # ws.close() may still answer it
+        try:
+            self.sockets.closes += 1
+            await self._socket_event(record, "websocket_close", code, reason, was_clean)
+        finally:
+            self.sockets.forget(record)
+
+    async def socket_error(self, oid: ObjectId, sid: str, message: str) -> None:
+        """The connection failed (e.g. a frame over the limit): run ``websocket_error``."""
+        from durable.errors import WebSocketError
+
+        record = self.sockets.record(oid, sid)
+        if record is None:
+            return
+        record.state = SocketState.CLOSE_RECEIVED
+        try:
+            self.sockets.closes += 1
+            await self._socket_event(record, "websocket_error", WebSocketError(message))
+        finally:
+            self.sockets.forget(record)
+
+    def socket_dropped(self, sid: str) -> None:
+        """The handshake failed after the object accepted: forget the socket, run nothing."""
+        record = self.sockets.by_sid.get(sid)
+        if record is not None:
+            self.sockets.forget(record)
+
+    def socket_auto_responded(self, oid: ObjectId, sid: str) -> None:
+        record = self.sockets.by_sid.get(sid)
+        if record is not None:
+            record.auto_at = self.clock.now()
+            self.sockets.auto_responses += 1
+
+    async def _socket_event(self, record: Any, name: str, *args: Any) -> None:
+        """Run handler ``name`` if the class has one (a class without it is not woken)."""
+        group = self.sockets.group(record.oid)
+        if callable(getattr(self.namespaces[record.oid.namespace].cls, name, None)):
+            activation = self.activate(record.oid)
+            handler = getattr(activation.instance, name)
+            ws = group.view(activation, record)
+            await activation.invoke(handler_call(handler, ws, *args))
+        await group.drained()
 
 
 def _file_budget() -> int:

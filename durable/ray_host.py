@@ -26,7 +26,6 @@ import gc
 import logging
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,9 +47,10 @@ from durable.cluster import (
     dedicated_for,
 )
 from durable.connection import build_env, read_meta
+from durable.cron import CronScheduler
 from durable.errors import DataDirInUse
 from durable.gateway import Health, build_app
-from durable.host import Host, NamespaceConfig
+from durable.host import Host
 from durable.ids import ObjectId
 from durable.worker import Worker, load_worker
 
@@ -73,20 +73,14 @@ class HostSlot:
         self._http: Any = None
         self._http_task: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
+        self.crons: CronScheduler | None = None
         self._lease_until = 0.0  # monotonic time our leases end, as we must assume
 
     async def start(self) -> None:
         cfg = self.config
-        for path in reversed(cfg.sys_path):
-            if path not in sys.path:
-                sys.path.insert(0, path)
-        worker = load_worker(cfg.target)
+        worker = load_worker(cfg.target, cfg.sys_path)
         read_meta(Path(cfg.data_dir), cfg.partitions)
-        namespaces = {
-            b: NamespaceConfig(cls, worker.limits_for(b)) for b, cls in worker.objects.items()
-        }
-        self.host = Host(Path(cfg.data_dir), [], cfg.partitions, namespaces, SystemClock(),
-                         idle_timeout=worker.idle_timeout)  # fmt: skip
+        self.host = Host.for_worker(worker, Path(cfg.data_dir), [], cfg.partitions, SystemClock())
         await self.host.open()
         local = LocalOwner(self.host, self.owned)
         self.transport = ClusterTransport(
@@ -102,6 +96,9 @@ class HostSlot:
         self._apply(await self.directory.register.remote(self.slot, address), asked_at)
         self._renewer = asyncio.ensure_future(self._renew_forever(address))
         await self._wait_complete()
+        if self.slot == 0:  # one process fires the crons: slot 0 (restarted with it by Ray)
+            self.crons = CronScheduler(worker, env, self.host.clock)
+            self.crons.start()
         await self._serve_http(worker, env)
         gc.freeze()  # a Ray worker tracks ~72k objects: full collections cost 55-60 ms each
 
@@ -177,6 +174,8 @@ class HostSlot:
 
     async def stop(self) -> None:
         self.health.ready = False
+        if self.crons is not None:
+            await self.crons.close()
         if self._http is not None:
             self._http.should_exit = True
         if self._renewer is not None:

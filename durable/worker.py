@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -29,12 +29,25 @@ H = TypeVar("H", bound=Handler)
 Placement = Literal["packed", "dedicated"]
 
 
+# An auth hook gets the request (or the WebSocket upgrade) and returns None to let it through,
+# or a Response (or raises) to refuse it; it may be async. See durable/gateway.py.
+AuthHook = Callable[[Any], Any]
+
+
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
     path: str
     handler: Handler
     methods: tuple[str, ...] | None
     websocket: bool = False
+    auth: AuthHook | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StaticSpec:
+    path: str
+    directory: str
+    html: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +73,13 @@ class Worker:
     over budget, and a count is deterministic in tests. Objects handling an event, running
     ``wait_until`` work or holding uncommitted writes are never evicted, so the cap is soft
     while that many objects are busy.
+
+    Gateway (``durable/gateway.py``): ``auth=fn`` runs before every route and WebSocket upgrade
+    (``fn(request)`` → None to allow, a Response or an exception to refuse; ``/healthz`` and
+    ``/metrics`` bypass it); ``router=`` a Starlette ``Router`` served after the routes (its
+    endpoints find the bindings at ``request.state.env``); ``max_request_bytes`` (32 MiB: 413
+    past it) and ``max_message_bytes`` (1 MiB, workerd's: a larger WebSocket message closes the
+    socket with 1009). ``worker.static(path, directory)`` serves files such as example pages.
     """
 
     def __init__(
@@ -73,6 +93,10 @@ class Worker:
         placement: Mapping[str, Placement] | None = None,
         databases: Mapping[str, str] | None = None,
         vars: Mapping[str, Any] | None = None,
+        auth: AuthHook | None = None,
+        router: Any = None,
+        max_request_bytes: int = 32 * 2**20,
+        max_message_bytes: int = 2**20,
     ) -> None:
         self.objects = dict(objects or {})
         self.limits = dict(limits or {})
@@ -84,7 +108,21 @@ class Worker:
         self.vars = dict(vars or {})
         self.routes: list[RouteSpec] = []
         self.crons: list[CronSpec] = []
+        self._gateway_options(auth, router, max_request_bytes, max_message_bytes)
         self._validate()
+
+    def _gateway_options(self, auth: Any, router: Any, body: int, message: int) -> None:
+        """What the gateway (``durable/gateway.py``) needs besides the routes; checked here."""
+        if auth is not None and not callable(auth):
+            raise InvalidArgument("auth must be a callable: auth(request) -> None | Response.")
+        for name, value in (("max_request_bytes", body), ("max_message_bytes", message)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgument(f"{name} must be a positive int (bytes).")
+        self.auth: AuthHook | None = auth
+        self.router = router  # a Starlette Router (or list of routes) served after the routes
+        self.max_request_bytes = body
+        self.max_message_bytes = message
+        self.statics: list[StaticSpec] = []
 
     def _validate(self) -> None:
         names = [*self.objects, *self.databases, *self.vars]
@@ -125,24 +163,35 @@ class Worker:
     def idle_timeout_for(self, binding: str) -> float:
         return self.idle_timeouts.get(binding, self.idle_timeout)
 
-    def route(self, path: str, methods: list[str] | None = None) -> Callable[[H], H]:
-        """Register ``async def handler(request, env)`` for ``path`` (Starlette path syntax)."""
+    def route(
+        self, path: str, methods: list[str] | None = None, *, auth: AuthHook | None = None
+    ) -> Callable[[H], H]:
+        """Register ``async def handler(request, env)`` for ``path`` (Starlette path syntax);
+        ``auth`` runs before it (after the worker's own ``auth``)."""
 
         def register(handler: H) -> H:
             verbs = tuple(m.upper() for m in methods) if methods else None
-            self.routes.append(RouteSpec(path, handler, verbs))
+            self.routes.append(RouteSpec(path, handler, verbs, auth=auth))
             return handler
 
         return register
 
-    def websocket_route(self, path: str) -> Callable[[H], H]:
-        """Register ``async def handler(websocket, env)`` for WebSocket upgrades on ``path``."""
+    def websocket_route(self, path: str, *, auth: AuthHook | None = None) -> Callable[[H], H]:
+        """Register ``async def handler(websocket, env)`` for WebSocket upgrades on ``path``;
+        it forwards the upgrade to an object with ``await stub.fetch(websocket)``."""
 
         def register(handler: H) -> H:
-            self.routes.append(RouteSpec(path, handler, None, websocket=True))
+            self.routes.append(RouteSpec(path, handler, None, websocket=True, auth=auth))
             return handler
 
         return register
+
+    def static(self, path: str, directory: str | Path, *, html: bool = True) -> None:
+        """Serve the files under ``directory`` at ``path`` (after every route; ``html``: ``/``
+        serves ``index.html``). Example pages: ``worker.static("/", "examples/game/static")``."""
+        if not Path(directory).is_dir():
+            raise InvalidArgument(f"static({path!r}): {directory} is not a directory.")
+        self.statics.append(StaticSpec(path, str(directory), html))
 
     def cron(self, schedule: str) -> Callable[[H], H]:
         """Register ``async def handler(event, env)`` on a five-field cron schedule (UTC).
@@ -168,10 +217,14 @@ def target_paths(target: str) -> list[str]:
     return paths
 
 
-def load_worker(target: str) -> Worker:
-    """Import ``path/to/file.py[:attr]`` or ``package.module[:attr]``; attr defaults to worker."""
+def load_worker(target: str, paths: Sequence[str] | None = None) -> Worker:
+    """Import ``path/to/file.py[:attr]`` or ``package.module[:attr]``; attr defaults to worker.
+
+    ``paths`` go first on ``sys.path`` (default ``target_paths(target)``; a Ray worker passes
+    the launcher's, as its own current directory differs).
+    """
     spec, _, attr = target.partition(":")
-    for path in reversed(target_paths(target)):
+    for path in reversed(target_paths(target) if paths is None else paths):
         if path not in sys.path:
             sys.path.insert(0, path)
     if spec.endswith(".py"):
