@@ -14,6 +14,7 @@ Until the Ray hosts land (issue #9) both commands run the objects in process (as
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import sys
 import tomllib
@@ -25,7 +26,7 @@ import uvicorn
 
 from durable.connection import connect
 from durable.errors import InvalidArgument
-from durable.gateway import Health, build_app
+from durable.gateway import Health, build_app, host_of, server_config
 from durable.worker import Worker, load_worker
 
 app = typer.Typer(add_completion=False, help="Durable Objects for Python.")
@@ -40,16 +41,21 @@ def default_target(pyproject: Path = Path("pyproject.toml")) -> str:
 
 
 async def serve_in_process(worker: Worker, host: str, port: int, data_dir: Path) -> None:
+    """The objects, the gateway and its WebSockets in this process; returns when stopped."""
     health = Health()
     async with connect(worker, data_dir=data_dir) as env:
-        config = uvicorn.Config(
-            build_app(worker, env, health), host=host, port=port, log_level="info",
-            loop="none", lifespan="off",
-        )  # fmt: skip
-        server = uvicorn.Server(config)
+        gateway = build_app(worker, env, health, host=host_of(env), sole_holder=True)
+        server = uvicorn.Server(server_config(gateway, host, port, log_level="info"))
         health.ready = True
-        await server.serve()
-        health.ready = False
+        serving = asyncio.ensure_future(server.serve())
+        try:
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.05)
+            gc.freeze()  # what is alive now lives for good: keep full collections short
+            await serving
+        finally:
+            health.ready = False
+            gateway.close()
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ Guarantees:
 - ``__init__(ctx, env)`` runs once per activation: on the first event, and again on the first
   event after an eviction or a reset. In-memory fields live exactly that long; storage, alarms
   (and sockets) outlive it.
-- Handlers: ``fetch(request)``, public methods (RPC), ``alarm(info)``. One object runs one event
+- Handlers: ``fetch(request)``, public methods (RPC), ``alarm(info)``, and for hibernatable
+  WebSockets ``websocket_message(ws, message)``, ``websocket_close(ws, code, reason,
+  was_clean)``, ``websocket_error(ws, error)`` (see ``sockets.py``). One object runs one event
   at a time while it touches storage (see ``storage.py``); any other await lets the next in.
 - ``ctx.block_concurrency_while(fn)`` holds every later event until ``fn`` finishes (also when
   called from a sync ``__init__`` and nobody awaits it); if ``fn`` raises or runs past 30 s the
@@ -19,15 +21,19 @@ On failure: an exception from a handler goes to its caller (``.remote = True``);
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from durable.errors import RpcError
 
 if TYPE_CHECKING:
+    from starlette.requests import HTTPConnection
+
     from durable.activation import Activation
     from durable.ids import ObjectId
+    from durable.sockets import HibernatableWebSocket, WebSocketAccepted
     from durable.storage import Storage
 
 T = TypeVar("T")
@@ -66,6 +72,34 @@ class ObjectState:
 
     def abort(self, reason: str | None = None, *, retry_alarm: bool = True) -> None:
         self._activation.abort(reason, retry_alarm=retry_alarm)
+
+    # -- hibernatable WebSockets (DESIGN §6; the registry is sockets.py's) ------------------------
+    def accept_websocket(
+        self, request: HTTPConnection, tags: Iterable[str] | None = None
+    ) -> WebSocketAccepted:
+        """Make the forwarded upgrade ``request`` a socket of this object; return the result from
+        ``fetch`` (its ``.websocket`` is the new socket). The gateway keeps the connection open
+        while the object hibernates."""
+        return self._activation.host.sockets.accept(self._activation, request, tags)
+
+    def get_websockets(self, tag: str | None = None) -> list[HibernatableWebSocket]:
+        """Every accepted socket (newest first), or those with ``tag`` (in accept order)."""
+        return self._activation.host.sockets.listing(self._activation, tag)
+
+    def get_tags(self, ws: HibernatableWebSocket) -> list[str]:
+        return self._activation.host.sockets.tags_of(ws)
+
+    def set_websocket_auto_response(self, pair: tuple[str, str] | None = None) -> None:
+        """Have the gateway answer the text frame ``pair[0]`` with ``pair[1]`` without waking
+        this object; None turns it off. Kept across hibernation."""
+        self._activation.host.sockets.set_auto_response(self._activation.oid, pair)
+
+    def get_websocket_auto_response(self) -> tuple[str, str] | None:
+        return self._activation.host.sockets.auto_response(self._activation.oid)
+
+    def get_websocket_auto_response_timestamp(self, ws: HibernatableWebSocket) -> datetime | None:
+        """When the gateway last auto-responded on ``ws`` (UTC), or None."""
+        return self._activation.host.sockets.auto_response_time(ws)
 
 
 class DurableObject:

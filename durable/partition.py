@@ -349,10 +349,15 @@ class Partition:
         return conn.execute("DELETE FROM sockets WHERE holder != ?", (holder,)).rowcount
 
     def stored_totals(self) -> tuple[int, int]:
-        """(objects, bytes) stored in this partition, from the objects table (for /metrics)."""
-        objects, size = self.conn.execute(
-            "SELECT count(*), coalesce(sum(bytes), 0) FROM objects"
+        """(objects, bytes) stored in this partition: KV rows plus object files (for /metrics;
+        a scan of the kv table, so callers cache it)."""
+        (objects,) = self.conn.execute("SELECT count(*) FROM objects").fetchone()
+        (size,) = self.conn.execute(
+            "SELECT coalesce(sum(length(key) + length(value)), 0) FROM kv"
         ).fetchone()
+        files = self.root / "objects"
+        if files.is_dir():
+            size += sum(f.stat().st_size for f in files.glob("*/*.sqlite*") if f.is_file())
         return int(objects), int(size)
 
 

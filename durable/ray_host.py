@@ -156,7 +156,9 @@ class HostSlot:
     async def _serve_http(self, worker: Worker, env: Any) -> None:
         import uvicorn
 
-        app = build_app(worker, env, self.health)
+        # Sockets live in the slot's own Host; across slots they need the channel's push frames
+        # (TODO(#5)), so a single-slot cluster (the default on 2 cores) is their sole holder.
+        app = build_app(worker, env, self.health, self.host, sole_holder=self.config.slots == 1)
         config = uvicorn.Config(app, loop="none", lifespan="off", log_level="warning",
                                 http="httptools", access_log=False)  # fmt: skip
         self._http = uvicorn.Server(config)

@@ -42,6 +42,7 @@ from durable.errors import (
     TransactionError,
     ValueTooLarge,
 )
+from durable.gates import wait_durable
 from durable.limits import Limits
 
 if TYPE_CHECKING:
@@ -57,22 +58,25 @@ _DATE_TYPE = (
 class StorageContext:
     """What every Storage view of one object shares: the cache, limits and open transactions."""
 
-    def __init__(
-        self,
-        cache: ObjectCache,
-        limits: Limits,
-        now_ms: Callable[[], int],
-        has_alarm_handler: bool,
-        sql: Callable[[], SqlStorage],
-        sync: Callable[[], Awaitable[None]],
-    ) -> None:
+    __slots__ = ("cache", "has_alarm_handler", "limits", "stack")
+
+    def __init__(self, cache: ObjectCache, limits: Limits, has_alarm_handler: bool) -> None:
         self.cache = cache
         self.limits = limits
-        self.now_ms = now_ms
         self.has_alarm_handler = has_alarm_handler
-        self.make_sql = sql
-        self.sync = sync
         self.stack: list[TxnLayer] = []
+
+    def now_ms(self) -> int:
+        return int(self.cache.host.clock.now() * 1000)
+
+    def make_sql(self) -> SqlStorage:
+        from durable.sql import SqlStorage
+
+        host, cache = self.cache.host, self.cache
+        return SqlStorage(lambda: host.open_file(cache), cache.touch_sql)
+
+    async def sync(self) -> None:
+        await wait_durable(self.cache)
 
     @property
     def top(self) -> ObjectCache | TxnLayer:
@@ -299,6 +303,10 @@ class Storage:
     def sql(self) -> SqlStorage:
         return self._shared.make_sql()
 
+    def scoped(self, key: str) -> ScopedStorage:
+        """A view of this storage holding only routing key ``key``'s data (``ScopedStorage``)."""
+        return ScopedStorage(self, key)
+
 
 class Transaction(Storage):
     """``txn`` in ``storage.transaction(fn)``: a private buffer committed when ``fn`` returns."""
@@ -337,3 +345,116 @@ def _alarm_ms(when: object) -> int:
     if when <= 0:
         raise InvalidArgument("set_alarm() cannot be called with an alarm time <= 0")
     return int(when)
+
+
+# -- scoped storage (routers, CONTRACTS §10) -----------------------------------------------------
+SCOPE_SEPARATOR = "\x00"
+
+
+class ScopedStorage:
+    """``ctx.storage.scoped(key)``: one routing key's slice of an object's storage.
+
+    Stored keys are ``key + "\\x00" + k``, so the runtime can copy, verify and delete one routing
+    key's rows without knowing the app (CONTRACTS §10). Example: ``scoped("alice").put("n", 1)``
+    stores ``"alice\\x00n"``; ``scoped("alice").list()`` returns ``{"n": 1}``.
+
+    Guarantees: every method has ``Storage``'s semantics and validation, restricted to the scope:
+    ``list`` options apply inside it and the prefix is stripped from returned keys;
+    ``delete_all()`` deletes this scope's keys only (in one turn, so in one commit), never the
+    alarm or SQL tables. Calls never suspend the turn, as ``Storage``'s.
+
+    Does not guarantee: the key-size limit counts the stored key (routing key, separator, key).
+    A routing key may not contain ``"\\x00"`` (``InvalidRouteKey``), or scopes would overlap.
+    """
+
+    __slots__ = ("_prefix", "_storage", "key")
+
+    def __init__(self, storage: Storage, key: str) -> None:
+        from durable.errors import InvalidRouteKey
+
+        if not isinstance(key, str) or not key or SCOPE_SEPARATOR in key:
+            raise InvalidRouteKey(
+                f"A routing key must be a non-empty str without '\\x00', not {key!r}."
+            )
+        self._storage = storage
+        self._prefix = key + SCOPE_SEPARATOR
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"ScopedStorage({self.key!r})"
+
+    def _full(self, key: Any) -> Any:
+        # Non-str keys pass through unchanged so Storage raises its own message for them.
+        return self._prefix + key if isinstance(key, str) else key
+
+    def _strip(self, found: Mapping[str, Any]) -> dict[str, Any]:
+        cut = len(self._prefix)
+        return {k[cut:]: v for k, v in found.items()}
+
+    async def get(self, key: str | Iterable[str] = _NO_VALUE, default: Any = None) -> Any:
+        if isinstance(key, str) or key is _NO_VALUE:
+            return self._storage.kv.get(self._full(key), default)
+        if isinstance(key, bytes | Mapping) or not isinstance(key, Iterable):
+            return self._storage.kv.get(key, default)  # raises Storage's type error
+        return self._strip(self._storage.kv.get([self._full(k) for k in key]))
+
+    async def put(self, key: str | Mapping[str, Any], value: Any = _NO_VALUE) -> None:
+        if isinstance(key, Mapping) and value is _NO_VALUE:
+            self._storage.kv.put({self._full(k): v for k, v in key.items()})
+        else:
+            self._storage.kv.put(self._full(key), value)
+
+    async def delete(self, key: str | Iterable[str]) -> bool | int:
+        if isinstance(key, str | bytes | Mapping) or not isinstance(key, Iterable):
+            return self._storage.kv.delete(self._full(key))
+        return self._storage.kv.delete([self._full(k) for k in key])
+
+    async def list(
+        self,
+        *,
+        prefix: str | None = None,
+        start: str | None = None,
+        start_after: str | None = None,
+        end: str | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        inner = self._prefix + prefix if isinstance(prefix, str) else prefix
+        found = self._storage.kv.list(
+            prefix=self._prefix if inner is None else inner,
+            start=self._full(start) if start is not None else None,
+            start_after=self._full(start_after) if start_after is not None else None,
+            end=self._full(end) if end is not None else None,
+            reverse=reverse,
+            limit=limit,
+        )
+        return self._strip(found)
+
+    async def delete_all(self) -> int:
+        """Delete every key of this scope in one buffered write; returns how many there were."""
+        kv = self._storage.kv
+        kv._guard("delete_all")
+        rows = kv._target.scan(_range(self._prefix, None, None, None, False, None))
+        if rows:
+            kv._target.write({k: None for k, _ in rows})
+        return len(rows)
+
+    async def transaction(self, fn: Callable[[ScopedStorage], Awaitable[T] | T]) -> T:
+        """``Storage.transaction`` with ``fn`` given this scope's view of the transaction."""
+
+        async def scoped(txn: Transaction) -> T:
+            result = fn(ScopedTransaction(txn, self.key))
+            return await result if inspect.isawaitable(result) else result
+
+        return await self._storage.transaction(scoped)
+
+
+class ScopedTransaction(ScopedStorage):
+    """``txn`` in ``scoped.transaction(fn)``: the scope's view of a transaction."""
+
+    __slots__ = ()
+
+    def rollback(self) -> None:
+        txn = self._storage
+        assert isinstance(txn, Transaction)  # only built by ScopedStorage.transaction
+        txn.rollback()

@@ -1,0 +1,483 @@
+"""HTTP and WebSocket gateway benchmark: servers in their own process, Node clients beside them.
+
+Each server configuration is one function ``(port, data_dir) -> Server`` in ``CONFIGS``; the
+driver starts it, polls ``/healthz`` (bounded), runs the scenarios it supports, and stops it. The
+Ray issue adds its configurations the same way. Today:
+
+``durable``  the in-process runtime: uvicorn (uvloop, httptools, ``DurableWebSocketProtocol``) and
+             the Host in one process, ``gc.freeze()`` once serving: ``durable dev --in-process``
+             with uvloop (the CLI runs asyncio's default loop).
+``hello``    a plain Starlette hello world under the same uvicorn settings: the reference point.
+
+Scenarios (closed loop, ``loadgen/loadgen.mjs``, one keep-alive connection per request in flight,
+the method of ``../shared/reference/workerd-bench.md``):
+
+(a) one object: ``GET /counter/c`` (``examples/counter.py``: get + put, reply after the commit) at
+    1/16/64 connections. Goal: at or above workerd's 1,803 / 2,931 / 3,039 req/s.
+(b) 1,000 objects round robin: ``GET /counter/{r}``, r = request index mod 1,000, at 1/16/64.
+(c) WebSockets: ``loadgen/ws_idle.mjs`` opens 9,000 sockets over 9 rooms (objects), then
+    ``loadgen/ws_fanout.mjs`` opens 1,000 more to one room: 10,000 open on one gateway. Client 0
+    sends ``B:<seq>``, the room object's ``websocket_message`` sends it to every socket of the room
+    (one push to the gateway, which fans out): time until the last of the 1,000 has it (p50/p99,
+    ``--rounds`` rounds after 5 warm-up), then broadcasts/s with 1 and 16 in flight. RSS per idle
+    socket: (server RSS with the 10,000 open and every room object hibernated - RSS before any
+    socket) / 10,000. Goal: p99 ≤ 50 ms.
+hello: (a)'s concurrencies against ``GET /hello``.
+
+Micro-batching many calls per channel write is the channel's (Ray issue), not measured here.
+The clients share the 2 cores with the server (as in the reference runs): compare ratios within
+one run rather than absolute numbers across runs.
+
+Rerun (from the repo root; ``cd benchmarks/loadgen && npm ci`` once)::
+
+    .venv/bin/python benchmarks/http.py            # full, ~3 minutes
+    .venv/bin/python benchmarks/http.py --quick    # 2 s per level, 1,000 sockets
+    .venv/bin/python benchmarks/http.py --configs hello --scenarios a
+
+Writes ``benchmarks/results/http.json`` and ``http.png`` and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+# This file is named like the standard library's ``http`` package: run as a script, its folder
+# would come first on sys.path and shadow it (uvicorn, httpx and urllib import ``http``).
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: find durable, examples and benchmarks
+
+from benchmarks import report  # noqa: E402
+from benchmarks.report import Goal, num  # noqa: E402
+
+LOADGEN = ROOT / "benchmarks" / "loadgen"
+WORKERD_A = {1: 1_803, 16: 2_931, 64: 3_039}  # workerd-bench.md (a), SQLite-backed
+WORKERD_B = {1: 1_381, 16: 2_134, 64: 2_011}
+GOAL_WS_P99_MS = 50.0
+CONCURRENCY = (1, 16, 64)
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    duration: float  # seconds per concurrency level
+    warmup: float
+    idle_sockets: int  # held open beside the room
+    room_sockets: int  # receive each broadcast
+    rounds: int
+    sustained: float  # seconds per broadcast window
+
+
+FULL = Sizes(10.0, 1.0, 9_000, 1_000, 100, 5.0)
+QUICK = Sizes(2.0, 0.5, 900, 100, 30, 2.0)
+
+
+# -- server configurations -----------------------------------------------------------------------
+@dataclass
+class Server:
+    """How to start one server configuration and which scenarios it serves."""
+
+    name: str
+    argv: list[str]
+    scenarios: tuple[str, ...]
+    describe: str
+    env: dict[str, str] = field(default_factory=dict)
+    pids: Callable[[subprocess.Popen[bytes]], list[int]] = lambda proc: [proc.pid]
+
+
+def durable_in_process(port: int, data_dir: Path) -> Server:
+    argv = [sys.executable, __file__, "serve", "durable", "--port", str(port),
+            "--data-dir", str(data_dir)]  # fmt: skip
+    return Server("durable", argv, ("a", "b", "c"), "in-process Host + gateway, uvloop")
+
+
+def starlette_hello(port: int, data_dir: Path) -> Server:
+    argv = [sys.executable, __file__, "serve", "hello", "--port", str(port)]
+    return Server("hello", argv, ("hello",), "plain Starlette hello world, same uvicorn")
+
+
+CONFIGS: dict[str, Callable[[int, Path], Server]] = {
+    "hello": starlette_hello,
+    "durable": durable_in_process,
+}
+
+
+# -- the served apps (run in the server process) ---------------------------------------------------
+def bench_worker() -> Any:
+    """The counter of examples/counter.py and a broadcast room, for (a), (b) and (c)."""
+    from durable import DurableObject, Request, Worker
+    from examples.counter import Counter
+
+    class Room(DurableObject):
+        async def fetch(self, request: Request) -> Any:
+            return self.ctx.accept_websocket(request, tags=["room"])
+
+        async def websocket_message(self, ws: Any, message: str | bytes) -> None:
+            if isinstance(message, str) and message.startswith("B:"):
+                for other in self.ctx.get_websockets():
+                    other.send(message)
+
+    worker = Worker(objects={"COUNTER": Counter, "ROOM": Room}, idle_timeout=2.0)
+
+    @worker.route("/counter/{name}")
+    async def counter(request: Request, env: Any) -> Any:
+        return await env.COUNTER.get_by_name(request.path_params["name"]).fetch(request)
+
+    @worker.websocket_route("/ws/{room}")
+    async def room(websocket: Any, env: Any) -> Any:
+        return await env.ROOM.get_by_name(websocket.path_params["room"]).fetch(websocket)
+
+    return worker
+
+
+async def serve_durable(port: int, data_dir: Path) -> None:
+    import uvicorn
+
+    from durable import connect
+    from durable.gateway import Health, build_app, host_of, server_config
+
+    worker = bench_worker()
+    async with connect(worker, data_dir=data_dir) as env:
+        gateway = build_app(worker, env, Health(), host=host_of(env), sole_holder=True)
+        server = uvicorn.Server(server_config(gateway, "127.0.0.1", port, backlog=4096))
+        gateway.health.ready = True
+        task = asyncio.ensure_future(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        gc.freeze()  # the runtime's objects are old: keep full collections short
+        try:
+            await task
+        finally:
+            gateway.close()
+
+
+async def serve_hello(port: int) -> None:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hello")
+
+    async def healthz(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/hello", hello), Route("/healthz", healthz)])
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="none", lifespan="off",
+                            http="httptools", log_level="warning", backlog=4096)  # fmt: skip
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    gc.freeze()
+    await task
+
+
+def serve(config: str, port: int, data_dir: Path | None, profile: Path | None = None) -> None:
+    import uvloop
+
+    if profile is not None:  # a cProfile of the whole server run, written when it stops
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            serve(config, port, data_dir)
+        finally:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        return
+
+    with (
+        contextlib.suppress(KeyboardInterrupt),  # uvicorn re-raises the SIGINT it handled
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+    ):
+        if config == "hello":
+            runner.run(serve_hello(port))
+        else:
+            assert data_dir is not None
+            runner.run(serve_durable(port, data_dir))
+
+
+# -- the driver ----------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running(make: Callable[[int, Path], Server]) -> Iterator[tuple[Server, int, list[int]]]:
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="durable-http-") as tmp:
+        server = make(port, Path(tmp) / "data")
+        proc = subprocess.Popen(server.argv, env={**os.environ, **server.env}, cwd=ROOT)
+        try:
+            wait_healthy(port, proc)
+            yield server, port, server.pids(proc)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], polls: int = 600) -> None:
+    import urllib.request
+
+    for _ in range(polls):  # 60 s at most
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("server never became healthy")
+
+
+def node(script: str, *args: str, timeout: float = 600) -> dict[str, Any]:
+    out = subprocess.run(["node", str(LOADGEN / script), *args], capture_output=True, text=True,
+                         timeout=timeout, cwd=LOADGEN)  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"{script} failed: {out.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def http_load(port: int, path: str, pids: list[int], sizes: Sizes, **extra: str) -> list[Any]:
+    args = ["--url", f"http://127.0.0.1:{port}{path}", "--concurrency",
+            ",".join(map(str, CONCURRENCY)), "--duration", str(sizes.duration),
+            "--warmup", str(sizes.warmup), "--pids", ",".join(map(str, pids))]  # fmt: skip
+    for key, value in extra.items():
+        args += [f"--{key}", value]
+    runs: list[dict[str, Any]] = node("loadgen.mjs", *args)["runs"]
+    return [
+        {
+            "concurrency": r["concurrency"],
+            "rps": r["rps"],
+            "errors": r["errors"],
+            "latency_ms": r["latencyMs"],
+            "server_cpu_us_per_request": r.get("serverCpuUsPerRequest"),
+        }
+        for r in runs
+    ]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def websockets(port: int, pids: list[int], sizes: Sizes) -> dict[str, Any]:
+    """(c): idle sockets over 9 rooms, then the fan-out room; RSS per idle socket."""
+    pid = pids[0]
+    before = rss_kib(pid)
+    idle = subprocess.Popen(
+        ["node", str(LOADGEN / "ws_idle.mjs"), "--url", f"ws://127.0.0.1:{port}/ws/idle-{{r}}",
+         "--clients", str(sizes.idle_sockets), "--rooms", "9", "--batch", "100"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=LOADGEN,
+    )  # fmt: skip
+    try:
+        assert idle.stdout is not None
+        opened = json.loads(idle.stdout.readline())
+        fanout = node("ws_fanout.mjs", "--url", f"ws://127.0.0.1:{port}/ws/bench",
+                      "--clients", str(sizes.room_sockets), "--rounds", str(sizes.rounds),
+                      "--duration", str(sizes.sustained), "--window", "1,16")  # fmt: skip
+        # ws_fanout closed its sockets; measure memory with the idle ones only, all rooms asleep.
+        time.sleep(3.0)  # > idle_timeout (2 s): every room object is evicted
+        held = rss_kib(pid)
+    finally:
+        if idle.stdin is not None:
+            idle.stdin.close()
+        idle.wait(60)
+    total_open = opened["opened"]
+    return {
+        "idle_opened": opened["opened"],
+        "idle_failed": opened["failed"],
+        "idle_connect_ms": opened["connectMs"],
+        "room_sockets": sizes.room_sockets,
+        "open_during_broadcast": total_open + sizes.room_sockets,
+        "fanout": fanout,
+        "rss_kib_before": before,
+        "rss_kib_idle_open": held,
+        "rss_kib_per_idle_socket": (held - before) / max(1, total_open),
+    }
+
+
+def run(configs: list[str], scenarios: list[str], sizes: Sizes) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for name in configs:
+        with running(CONFIGS[name]) as (server, port, pids):
+            report.console.print(f"[bold]{name}[/]: {server.describe} (pid {pids})")
+            out: dict[str, Any] = {"describe": server.describe}
+            wanted = [s for s in scenarios if s in server.scenarios]
+            if "hello" in wanted:
+                out["hello"] = http_load(port, "/hello", pids, sizes)
+            if "a" in wanted:
+                out["a"] = http_load(port, "/counter/c", pids, sizes)
+            if "b" in wanted:
+                out["b"] = http_load(port, "/counter/{r}", pids, sizes, distinct="1000")
+            if "c" in wanted:
+                out["c"] = websockets(port, pids, sizes)
+            results[name] = out
+    return results
+
+
+# -- summary -------------------------------------------------------------------------------------
+def goals(results: dict[str, Any]) -> list[Goal]:
+    out = []
+    a = results.get("durable", {}).get("a")
+    if a:
+        for row in a:
+            c = row["concurrency"]
+            out.append(Goal(f"(a) one object c={c} ≥ workerd", row["rps"], WORKERD_A[c], "req/s"))
+    c_ = results.get("durable", {}).get("c")
+    if c_:
+        p99 = c_["fanout"]["latencyMs"]["p99"]
+        name = f"(c) broadcast to {c_['room_sockets']:,} of {c_['open_during_broadcast']:,} p99"
+        out.append(Goal(name, p99, GOAL_WS_P99_MS, "ms", at_least=False))
+    return out
+
+
+def print_tables(result: dict[str, Any]) -> None:
+    rows = []
+    for config, out in result["results"].items():
+        for scenario in ("hello", "a", "b"):
+            for r in out.get(scenario, []):
+                ref = {"a": WORKERD_A, "b": WORKERD_B}.get(scenario, {}).get(r["concurrency"])
+                lat = r["latency_ms"]
+                rows.append((f"{config} ({scenario}) c={r['concurrency']}", num(r["rps"]),
+                             num(ref) if ref else "–", f"{lat['p50']:.2f}", f"{lat['p99']:.2f}",
+                             num(r["server_cpu_us_per_request"]), str(r["errors"])))  # fmt: skip
+    if rows:
+        report.print_table(
+            "HTTP (closed loop)",
+            ("test", "req/s", "workerd req/s", "p50 ms", "p99 ms", "server µs/req", "errors"),
+            rows,
+        )
+    ws = result["results"].get("durable", {}).get("c")
+    if ws:
+        report.print_table("(c) WebSockets", ("measure", "value"), _ws_rows(ws))
+    report.print_goals(goals(result["results"]))
+
+
+def _ws_rows(ws: dict[str, Any]) -> list[tuple[str, str]]:
+    lat = ws["fanout"]["latencyMs"]
+    rows = [
+        ("sockets open during the broadcasts", num(ws["open_during_broadcast"])),
+        ("idle sockets: connect time", f"{num(ws['idle_connect_ms'])} ms"),
+        (
+            f"broadcast to {ws['room_sockets']:,}: p50 / p99 / max",
+            f"{lat['p50']:.2f} / {lat['p99']:.2f} / {lat['max']:.2f} ms",
+        ),
+    ]
+    for s in ws["fanout"]["sustained"]:
+        rows.append(
+            (
+                f"broadcasts/s with {s['window']} in flight",
+                f"{num(s['broadcastsPerS'], 1)} ({num(s['deliveriesPerS'])} deliveries/s)",
+            )
+        )
+    before, held = ws["rss_kib_before"] / 1024, ws["rss_kib_idle_open"] / 1024
+    rows.append(
+        ("server RSS before sockets / with the idle ones", f"{before:.1f} / {held:.1f} MiB")
+    )
+    rows.append(
+        ("RSS per idle socket (rooms hibernated)", f"{ws['rss_kib_per_idle_socket']:.1f} KiB")
+    )
+    return rows
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    fig, ax = report.figure(1, 3, f"durable gateway benchmark ({result['meta']['when']})")
+    labels, heights, colors = [], [], []
+    palette = {"hello": "tab:gray", "a": "tab:blue", "b": "tab:green"}
+    for config, out in result["results"].items():
+        for scenario in ("hello", "a", "b"):
+            for r in out.get(scenario, []):
+                labels.append(f"{config} {scenario} c={r['concurrency']}")
+                heights.append(r["rps"])
+                colors.append(palette[scenario])
+    for c, rps in WORKERD_A.items():
+        labels.append(f"workerd a c={c}")
+        heights.append(rps)
+        colors.append("tab:red")
+    report.bars(ax[0], labels, heights, "HTTP req/s (closed loop)", "req/s", colors=colors)
+    ws = result["results"].get("durable", {}).get("c")
+    if ws:
+        lat = ws["fanout"]["latencyMs"]
+        report.bars(ax[1], ["p50", "p90", "p99", "max"], [lat["p50"], lat["p90"], lat["p99"],
+                    lat["max"]], f"(c) broadcast to {ws['room_sockets']:,} of "
+                    f"{ws['open_during_broadcast']:,} open", "ms",
+                    reference=(GOAL_WS_P99_MS, "p99 goal"))  # fmt: skip
+    report.text_panel(ax[2], "goals", [g.line() for g in goals(result["results"])])
+    report.save(fig, path)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    srv = sub.add_parser("serve", help="(internal) run one server configuration")
+    srv.add_argument("config", choices=("durable", "hello"))
+    srv.add_argument("--port", type=int, required=True)
+    srv.add_argument("--data-dir", type=Path)
+    srv.add_argument("--profile", type=Path, help="write a cProfile of the server here")
+    parser.add_argument("--quick", action="store_true", help="short levels, 1,000 sockets")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma list of CONFIGS")
+    parser.add_argument("--scenarios", default="hello,a,b,c", help="comma list: hello,a,b,c")
+    parser.add_argument("--duration", type=float, help="seconds per concurrency level")
+    parser.add_argument("--sockets", type=int, help="sockets open in (c), a tenth in the room")
+    parser.add_argument("--output", default="http", help="results/<OUTPUT>.json and .png")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.command == "serve":
+        serve(args.config, args.port, args.data_dir, args.profile)
+        return
+    sizes = QUICK if args.quick else FULL
+    if args.duration is not None:
+        sizes = replace(sizes, duration=args.duration)
+    if args.sockets is not None:
+        room = max(2, args.sockets // 10)
+        sizes = replace(sizes, idle_sockets=args.sockets - room, room_sockets=room)
+    configs, scenarios = args.configs.split(","), args.scenarios.split(",")
+    results = run(configs, scenarios, sizes)
+    result = {
+        "meta": report.machine_meta(args={k: v for k, v in vars(args).items() if k != "command"},
+                                    sizes=asdict(sizes), loop="uvloop"),
+        "results": results,
+        "workerd": {"a": WORKERD_A, "b": WORKERD_B},
+    }  # fmt: skip
+    result["goals"] = [g.as_dict() for g in goals(results)]
+    report.write_json(report.RESULTS / f"{args.output}.json", result)
+    plot(result, report.RESULTS / f"{args.output}.png")
+    print_tables(result)
+
+
+if __name__ == "__main__":
+    main()
