@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from durable.sql import ObjectFile
 
 MISSING: object = object()
+SMALL_OBJECT_KEYS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +147,10 @@ class ObjectCache:
         return value  # type: ignore[return-value]
 
     def scan(self, r: KeyRange) -> list[tuple[str, bytes]]:
-        if self.complete:
+        # A complete cache can answer alone, but sorting it costs O(n log n) per list(): past a
+        # few keys the database's index (plus the buffer) is cheaper, unless a delete_all is
+        # pending (then the committed rows are stale).
+        if self.complete and (self.cleared or len(self.values) <= SMALL_OBJECT_KEYS):
             rows = [(k, v) for k, v in self.values.items() if v is not None and k in r]
             return overlay(rows, {}, r)
         below = self.backend.scan(

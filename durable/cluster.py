@@ -49,6 +49,7 @@ from durable.channel import (
     response_from,
 )
 from durable.connection import Env, build_env, read_meta
+from durable.database import databases_of
 from durable.dedicated import Dedicated
 from durable.directory import LEASE_TTL
 from durable.errors import Unavailable
@@ -277,10 +278,13 @@ async def connect_cluster(worker: Worker, address: str) -> AsyncIterator[Env]:
             directory, config.token, config.partitions, dedicated=dedicated_for(worker, config),
             lease_ttl=config.lease_ttl,
         )  # fmt: skip
+        env = build_env(worker, transport)
         try:
-            yield build_env(worker, transport)
+            yield env
         finally:
             await transport.close()
+            for database in databases_of(env):
+                database.close()
     finally:
         if started:
             ray.shutdown()
