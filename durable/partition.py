@@ -303,14 +303,18 @@ class Partition:
 
     def socket_rows(self) -> list[tuple[str, bytes, str, str, str, bytes | None, int]]:
         """(ns, id, sid, holder, tags JSON, attachment, seq) of every socket, in accept order."""
-        return self._socket_tables().execute(
-            "SELECT ns, id, sid, holder, tags, attachment, seq FROM sockets ORDER BY seq"
-        ).fetchall()
+        return (
+            self._socket_tables()
+            .execute("SELECT ns, id, sid, holder, tags, attachment, seq FROM sockets ORDER BY seq")
+            .fetchall()
+        )
 
     def socket_auto_rows(self) -> list[tuple[str, bytes, str, str]]:
-        return self._socket_tables().execute(
-            "SELECT ns, id, request, response FROM socket_auto"
-        ).fetchall()
+        return (
+            self._socket_tables()
+            .execute("SELECT ns, id, request, response FROM socket_auto")
+            .fetchall()
+        )
 
     def save_sockets(
         self,

@@ -15,10 +15,10 @@ import re
 from typing import Any
 
 import pytest
-from tests.conformance.samples import SAMPLES, assert_same
 
 from durable import DurableObject, JSONResponse, Request, Response, Worker
 from durable.errors import DataCloneError, RemoteError, RpcError
+from tests.conformance.samples import SAMPLES, assert_same
 
 
 class QuotaError(Exception):

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tests.conformance.samples import SAMPLES, assert_same
 
 import durable
 from durable import DurableObject, Worker
 from durable.errors import DataCloneError, InvalidArgument
+from tests.conformance.samples import SAMPLES, assert_same
 
 
 @dataclasses.dataclass
