@@ -98,6 +98,7 @@ class Server:
     describe: str
     env: dict[str, str] = field(default_factory=dict)
     pids: Callable[[subprocess.Popen[bytes]], list[int]] = lambda proc: [proc.pid]
+    startup_s: float = 0.0  # process start to the first 200 from /healthz
 
 
 def durable_in_process(port: int, data_dir: Path) -> Server:
@@ -111,36 +112,46 @@ def starlette_hello(port: int, data_dir: Path) -> Server:
     return Server("hello", argv, ("hello",), "plain Starlette hello world, same uvicorn")
 
 
+def durable_on_ray(
+    target: str, scenarios: tuple[str, ...], describe: str
+) -> Callable[[int, Path], Server]:
+    """``durable serve`` on a new local Ray: the gateway runs in the host actor's process."""
+
+    def make(port: int, data_dir: Path) -> Server:
+        argv = [str(Path(sys.executable).parent / "durable"), "serve", target, "--port",
+                str(port), "--data-dir", str(data_dir), "--slots", "1"]  # fmt: skip
+        return Server(target.rpartition(":")[2], argv, scenarios, describe, pids=ray_actor_pids)
+
+    return make
+
+
+def ray_actor_pids(proc: subprocess.Popen[bytes]) -> list[int]:
+    """The Ray workers running durable's actors (their CPU is the server's)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (entry / "cmdline").read_bytes()
+            if b"ray::HostActor" in cmdline or b"ray::ObjectActor" in cmdline:
+                pids.append(int(entry.name))
+    return pids or [proc.pid]
+
+
 CONFIGS: dict[str, Callable[[int, Path], Server]] = {
     "hello": starlette_hello,
     "durable": durable_in_process,
-}
+    "ray": durable_on_ray("benchmarks.apps:worker", ("a", "b"),
+                          "durable serve: Ray host actor with its gateway in-process"),
+    "ray-dedicated": durable_on_ray("benchmarks.apps:dedicated", ("a",),
+                                    "placement=dedicated: one Ray actor per object, Ray calls"),
+}  # fmt: skip
 
 
 # -- the served apps (run in the server process) ---------------------------------------------------
 def bench_worker() -> Any:
     """The counter of examples/counter.py and a broadcast room, for (a), (b) and (c)."""
-    from durable import DurableObject, Request, Worker
-    from examples.counter import Counter
-
-    class Room(DurableObject):
-        async def fetch(self, request: Request) -> Any:
-            return self.ctx.accept_websocket(request, tags=["room"])
-
-        async def websocket_message(self, ws: Any, message: str | bytes) -> None:
-            if isinstance(message, str) and message.startswith("B:"):
-                for other in self.ctx.get_websockets():
-                    other.send(message)
-
-    worker = Worker(objects={"COUNTER": Counter, "ROOM": Room}, idle_timeout=2.0)
-
-    @worker.route("/counter/{name}")
-    async def counter(request: Request, env: Any) -> Any:
-        return await env.COUNTER.get_by_name(request.path_params["name"]).fetch(request)
-
-    @worker.websocket_route("/ws/{room}")
-    async def room(websocket: Any, env: Any) -> Any:
-        return await env.ROOM.get_by_name(websocket.path_params["room"]).fetch(websocket)
+    from benchmarks.apps import worker
 
     return worker
 
@@ -227,9 +238,11 @@ def running(make: Callable[[int, Path], Server]) -> Iterator[tuple[Server, int, 
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="durable-http-") as tmp:
         server = make(port, Path(tmp) / "data")
+        started = time.perf_counter()
         proc = subprocess.Popen(server.argv, env={**os.environ, **server.env}, cwd=ROOT)
         try:
             wait_healthy(port, proc)
+            server.startup_s = time.perf_counter() - started
             yield server, port, server.pids(proc)
         finally:
             proc.send_signal(signal.SIGINT)
@@ -332,7 +345,9 @@ def run(configs: list[str], scenarios: list[str], sizes: Sizes) -> dict[str, Any
     for name in configs:
         with running(CONFIGS[name]) as (server, port, pids):
             report.console.print(f"[bold]{name}[/]: {server.describe} (pid {pids})")
-            out: dict[str, Any] = {"describe": server.describe}
+            out: dict[str, Any] = {"describe": server.describe, "startup_s": server.startup_s}
+            if "ray" in name:  # a dedicated actor starts on first use: warm the one object up
+                http_load(port, "/counter/c", pids, replace(sizes, duration=1.0, warmup=0.5))
             wanted = [s for s in scenarios if s in server.scenarios]
             if "hello" in wanted:
                 out["hello"] = http_load(port, "/hello", pids, sizes)
@@ -347,8 +362,25 @@ def run(configs: list[str], scenarios: list[str], sizes: Sizes) -> dict[str, Any
 
 
 # -- summary -------------------------------------------------------------------------------------
-def goals(results: dict[str, Any]) -> list[Goal]:
+def ray_goals(results: dict[str, Any]) -> list[Goal]:
+    """Issue #9: on Ray, at 64 connections, one object ≥ 0.70× and 1,000 objects ≥ 0.50× the
+    hello world of the same run, with no errors."""
+    hello = {r["concurrency"]: r["rps"] for r in results.get("hello", {}).get("hello", [])}
+    ray = results.get("ray", {})
     out = []
+    for scenario, share in (("a", 0.70), ("b", 0.50)):
+        for r in ray.get(scenario, []):
+            if r["concurrency"] == 64 and 64 in hello:
+                name = f"ray ({scenario}) c=64 / hello c=64"
+                out.append(Goal(name, r["rps"] / hello[64], share, "×"))
+                out.append(
+                    Goal(f"ray ({scenario}) c=64 errors", r["errors"], 0, "", at_least=False)
+                )
+    return out
+
+
+def goals(results: dict[str, Any]) -> list[Goal]:
+    out = ray_goals(results)
     a = results.get("durable", {}).get("a")
     if a:
         for row in a:
@@ -378,6 +410,8 @@ def print_tables(result: dict[str, Any]) -> None:
             ("test", "req/s", "workerd req/s", "p50 ms", "p99 ms", "server µs/req", "errors"),
             rows,
         )
+    startups = [(c, f"{out['startup_s']:.2f} s") for c, out in result["results"].items()]
+    report.print_table("start-up: process start to /healthz 200", ("config", "time"), startups)
     ws = result["results"].get("durable", {}).get("c")
     if ws:
         report.print_table("(c) WebSockets", ("measure", "value"), _ws_rows(ws))

@@ -1,0 +1,45 @@
+"""The workers the HTTP benchmark serves (importable as ``benchmarks.apps``, also by Ray hosts).
+
+``worker``: the counter of ``examples/counter.py`` (``GET /counter/{name}``) and a broadcast room
+(``/ws/{room}``). ``dedicated``: the same counter with ``placement="dedicated"``, the baseline of
+one Ray actor per object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from durable import DurableObject, Request, Worker
+from examples.counter import Counter
+
+
+class Room(DurableObject):
+    async def fetch(self, request: Request) -> Any:
+        return self.ctx.accept_websocket(request, tags=["room"])
+
+    async def websocket_message(self, ws: Any, message: str | bytes) -> None:
+        if isinstance(message, str) and message.startswith("B:"):
+            for other in self.ctx.get_websockets():
+                other.send(message)
+
+
+def make_worker(placement: str = "packed") -> Worker:
+    worker = Worker(
+        objects={"COUNTER": Counter, "ROOM": Room},
+        idle_timeout=2.0,
+        placement={"COUNTER": placement},  # type: ignore[dict-item]
+    )
+
+    @worker.route("/counter/{name}")
+    async def counter(request: Request, env: Any) -> Any:
+        return await env.COUNTER.get_by_name(request.path_params["name"]).fetch(request)
+
+    @worker.websocket_route("/ws/{room}")
+    async def room(websocket: Any, env: Any) -> Any:
+        return await env.ROOM.get_by_name(websocket.path_params["room"]).fetch(websocket)
+
+    return worker
+
+
+worker = make_worker()
+dedicated = make_worker("dedicated")
