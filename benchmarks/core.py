@@ -57,7 +57,9 @@ from time import perf_counter
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a script: find durable, examples and benchmarks
+# Run as a script: find durable, examples and benchmarks, and drop this folder, whose http.py
+# would shadow the standard library's http package.
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks")]
 
 from benchmarks import report  # noqa: E402
 from benchmarks.report import Goal, Latency, num  # noqa: E402

@@ -13,7 +13,8 @@ msgpack arrays, no length prefix (``msgpack.Unpacker``); the first element is th
       [REPLY,  rid, payload]                            payload: value-codec bytes (RPC)
       [ERROR,  rid, module, qualname, message, flags, args]
                                                         flags: bit 0 remote, bit 1 reset;
-                                                        args: the value-coded .args, or nil
+                                                        args: value-coded [.args, attributes],
+                                                        or nil when not codable
       [NOT_OWNER, rid, partition, epoch]                nothing ran; re-resolve and resend
       [RESPONSE, rid, status, headers, chunk, more]     fetch response head and first chunk
       [BODY,   rid, chunk, more]                        further response body
@@ -51,7 +52,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 from starlette.requests import Request
@@ -101,13 +102,17 @@ class ChannelStatistics:
 
 
 # -- errors on the wire ------------------------------------------------------------------------
+_FLAGS = ("remote", "durable_object_reset")  # carried in the flags field, not the attributes
+
+
 def error_frame(rid: int, error: BaseException) -> list[Any]:
     cls = type(error)
     flags = int(bool(getattr(error, "remote", False))) | (
         2 * int(bool(getattr(error, "durable_object_reset", False)))
     )
+    state = {k: v for k, v in vars(error).items() if k not in _FLAGS}
     try:
-        args: bytes | None = values.encode(list(error.args))
+        args: bytes | None = values.encode([list(error.args), state])
     except DurableError:
         args = None  # not codable: the caller rebuilds from the message
     return [Frame.ERROR, rid, cls.__module__, cls.__qualname__, str(error), flags, args]
@@ -121,7 +126,11 @@ def rebuild_error(
     error: Exception
     if cls is not None:
         error = cls.__new__(cls)  # no __init__: custom constructors need their own arguments
-        error.args = tuple(values.decode(args)) if args is not None else (message,)  # type: ignore[arg-type]
+        error.args = (message,)
+        if args is not None:
+            decoded, state = cast(tuple[list[Any], dict[str, Any]], values.decode(args))
+            error.args = tuple(decoded)
+            error.__dict__.update(state)  # attributes the constructor set (e.g. KeyMoved.to)
     else:
         error = RemoteError(qualname, message)
     error.remote = bool(flags & 1)  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from durable.errors import DurableError, InvalidRouteKey
+from durable.values import register_type
 
 if TYPE_CHECKING:
     from durable.clock import Clock
@@ -37,6 +38,7 @@ T = TypeVar("T")
 MAX_HOPS = 8
 
 
+@register_type(name="durable.routers.ShardRef")  # rebuilt as itself in errors from other hosts
 @dataclass(frozen=True, slots=True, order=True)
 class ShardRef:
     """One object by binding and name: ``ShardRef("BOARD", "shard-3")``."""

@@ -21,6 +21,7 @@ from tests.conformance.test_list import Lister
 from tests.conformance.test_rpc import NoFetch, Rpc
 from tests.conformance.test_sql import SqlProbe
 from tests.conformance.test_transaction import Txn
+from tests.routers.apps import ledger_worker
 
 
 def node_id() -> str:
@@ -111,3 +112,7 @@ async def tally(request: Request, env: Any) -> Response:
 @worker.route("/rpc/{name}/{rest:path}", methods=["GET", "POST", "PUT"])
 async def rpc(request: Request, env: Any) -> Response:
     return await env.RPC.get_by_name(request.path_params["name"]).fetch(request)
+
+
+# The router suite's shards (tests.routers.apps), served for tests/ray/test_routers_on_ray.py.
+routers = ledger_worker()
