@@ -59,6 +59,7 @@ class Directory:
     leases: dict[int, Lease] = field(default_factory=dict)
     slots: dict[int, str] = field(default_factory=dict)  # slot -> channel address
     seen: dict[int, float] = field(default_factory=dict)  # slot -> last renewal
+    pins: dict[int, int] = field(default_factory=dict)  # partition -> slot, set by reassign
     on_epoch: Callable[[int, int], None] = lambda partition, epoch: None
 
     def register(self, slot: int, address: str) -> dict[int, int]:
@@ -80,7 +81,7 @@ class Directory:
         grants = {}
         for partition in range(self.partitions):
             lease = self.leases.get(partition)
-            winner = rendezvous(partition, live)
+            winner = self._winner(partition, live)
             if lease is not None and lease.slot == slot:
                 if winner != slot:
                     continue  # another live slot wins it now: let this lease lapse (rebalance)
@@ -100,6 +101,10 @@ class Directory:
         self.leases[partition] = lease
         return lease
 
+    def _winner(self, partition: int, live: list[int]) -> int:
+        pinned = self.pins.get(partition)
+        return pinned if pinned in live else rendezvous(partition, live)
+
     def _live_slots(self, now: float) -> list[int]:
         return [s for s, t in self.seen.items() if now - t <= self.ttl] or list(self.slots)
 
@@ -114,6 +119,12 @@ class Directory:
         lease = self.leases.get(partition)
         if lease is not None:
             lease.expires = self.now() - 1.0
+
+    def reassign(self, partition: int, slot: int) -> None:
+        """Move a partition to ``slot`` (operators draining a host, fencing tests): its lease
+        lapses now and, while ``slot`` is live, placement names it the winner."""
+        self.pins[partition] = slot
+        self.expire(partition)
 
     def table(self) -> dict[int, tuple[int, str]]:
         """partition -> (epoch, channel address) for every partition with a valid lease."""
@@ -164,6 +175,9 @@ def _actor_class() -> Any:
 
         def expire(self, partition: int) -> None:
             self.directory.expire(partition)
+
+        def reassign(self, partition: int, slot: int) -> None:
+            self.directory.reassign(partition, slot)
 
         def table(self) -> dict[int, tuple[int, str]]:
             return self.directory.table()

@@ -1,8 +1,8 @@
 """Issue 9, acceptance 3 (one machine): a partition granted to a second host fences the first.
 
 Two host slots, four partitions. The first test moves a partition from slot A to slot B while
-both run and a client keeps incrementing an object of it; the directory is ``PinnedDirectory``
-(durable's ``Directory`` plus a forced grant, see its module). The second test pauses A
+both run and a client keeps incrementing an object of it, by ``DirectoryActor.reassign``. The
+second test pauses A
 (SIGSTOP) with the real ``DirectoryActor`` until A's lease lapses and B is granted the partition,
 then checks what A does with a call that reaches it as it wakes.
 
@@ -26,7 +26,6 @@ import pytest
 import durable
 from durable import values
 from durable.channel import ChannelClient, Frame
-from durable.cluster import DIRECTORY, RAY_NAMESPACE
 from tests.ray.apps import worker
 from tests.ray.harness import (
     AFTER,
@@ -41,7 +40,6 @@ from tests.ray.harness import (
     stop_load,
     wait_until,
 )
-from tests.ray.pinned_directory import PinnedDirectory
 
 pytestmark = pytest.mark.ray
 
@@ -79,12 +77,9 @@ async def test_partition_granted_to_a_second_slot_is_refused_by_the_first(
     ray_session: Any, tmp_path: Path
 ) -> None:
     config = make_config(tmp_path / "data", slots=2, partitions=PARTITIONS)
-    directory = PinnedDirectory.options(name=DIRECTORY, namespace=RAY_NAMESPACE).remote(
-        config.partitions, config.info(), config.lease_ttl
-    )
     cluster = launch(config)
+    directory = cluster.directory
     try:
-        assert cluster.directory._actor_id == directory._actor_id  # the hosts talk to the double
         p, old_epoch = await partition_of_slot_a(cluster)
         pid_a, pid_b = await cluster.pids()
         old_address = (await cluster.table())[p][1]
@@ -94,7 +89,7 @@ async def test_partition_granted_to_a_second_slot_is_refused_by_the_first(
             task = asyncio.ensure_future(keep_incrementing(env, client, stop))
             try:
                 await wait_until(holds(lambda: len(client.acked) >= BEFORE), 30, "load")
-                await directory.pin.remote(p, B)
+                await directory.reassign.remote(p, B)
 
                 async def moved() -> int | None:
                     return (await cluster.owned())[B].get(p)
