@@ -123,6 +123,13 @@ class Activation:
         if active and isinstance(error, CpuTimeExceeded | ObjectReset):
             self.reset(error)
 
+    def evicted(self) -> None:
+        """The host dropped this idle activation. Dropping the instance breaks the one cycle
+        (instance -> ctx -> activation -> instance), so reference counting frees it all now,
+        without waiting for the cyclic collector (``collector.py``)."""
+        self.state = ActivationState.EVICTED
+        del self.instance
+
     def reset(self, error: BaseException) -> None:
         """Break this activation: pending and later events fail with ``error``."""
         if self.state is not ActivationState.ACTIVE:

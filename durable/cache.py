@@ -121,18 +121,27 @@ class ObjectCache:
         self.dirty: dict[str, bytes | None] = {}
         self.cleared = False
         self.kind = record.kind if record else StorageKind.ROWS
-        # Nothing stored yet (a new object): every read is a miss without touching SQLite.
-        self.complete = self.kind is StorageKind.ROWS and not partition.has_rows(self.ns, oid.raw)
+        # Whether ``values`` holds every stored key (nothing stored yet: a new object), so a miss
+        # skips SQLite. Found out on the first read or write: an event that only fires an alarm
+        # or reads nothing costs no query for it.
+        self._complete: bool | None = False if self.kind is StorageKind.FILE else None
         self.alarm: int | None = record.alarm if record else None
         self.alarm_dirty = False
+        self.alarm_sets = 0  # counts set_alarm calls: was it set again while alarm() ran?
         self.firing: int | None = None  # scheduled time of the alarm whose handler runs now
-        self._size: int | None = 0 if self.complete else None  # read on the first write
+        self._size: int | None = None  # read on the first write
         self.max_bytes = max_bytes
         self.file: ObjectFile | None = None
         self.round: CommitRound | None = None
         self._rows = partition.table(self.ns, oid.raw)
 
     # -- reads -------------------------------------------------------------------------------
+    @property
+    def complete(self) -> bool:
+        if self._complete is None:
+            self._complete = not self.partition.has_rows(self.ns, self.oid.raw)
+        return self._complete
+
     @property
     def backend(self) -> Backend:
         if self.kind is StorageKind.FILE:
@@ -170,11 +179,12 @@ class ObjectCache:
     def size(self) -> int:
         """Bytes of the object's KV data (buffered writes included)."""
         if self._size is None:
-            self._size = (
-                self.host.open_file(self).kv_size()
-                if self.kind is StorageKind.FILE
-                else self.partition.size(self.ns, self.oid.raw)
-            )
+            if self.kind is StorageKind.FILE:
+                self._size = self.host.open_file(self).kv_size()
+            elif self.complete:
+                self._size = 0
+            else:
+                self._size = self.partition.size(self.ns, self.oid.raw)
         return self._size
 
     def write(self, entries: Mapping[str, bytes | None]) -> None:
@@ -193,12 +203,13 @@ class ObjectCache:
     def set_alarm(self, when: int | None) -> None:
         self.alarm = when
         self.alarm_dirty = True
+        self.alarm_sets += 1
         self._touch()
 
     def clear(self) -> None:
         self.values.clear()
         self.dirty.clear()
-        self.cleared = self.complete = True
+        self.cleared = self._complete = True
         self._size = 0
         self.set_alarm(None)
 

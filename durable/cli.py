@@ -14,7 +14,6 @@ Until the Ray hosts land (issue #9) both commands run the objects in process (as
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import sys
 import tomllib
@@ -24,6 +23,7 @@ from pathlib import Path
 import typer
 import uvicorn
 
+from durable.collector import Collector
 from durable.connection import connect
 from durable.errors import InvalidArgument
 from durable.gateway import Health, build_app, host_of, server_config
@@ -48,12 +48,14 @@ async def serve_in_process(worker: Worker, host: str, port: int, data_dir: Path)
         server = uvicorn.Server(server_config(gateway, host, port, log_level="info"))
         health.ready = True
         serving = asyncio.ensure_future(server.serve())
+        collector = Collector()  # full collections on a schedule, not behind requests
         try:
             while not server.started and not serving.done():
                 await asyncio.sleep(0.05)
-            gc.freeze()  # what is alive now lives for good: keep full collections short
+            collector.start()
             await serving
         finally:
+            collector.stop()
             health.ready = False
             gateway.close()
 

@@ -39,6 +39,7 @@ from durable import values
 from durable.activation import Activation
 from durable.alarms import AlarmOutcome, AlarmScheduler
 from durable.cache import ObjectCache
+from durable.checkpoint import Checkpointer
 from durable.clock import Clock, Timer
 from durable.errors import MessageTooLarge, ObjectReset, Overloaded, RpcError
 from durable.faults import faults
@@ -103,7 +104,8 @@ class Host:
         self.env: Any = None
         full = any(c.limits.synchronous == "full" for c in self.namespaces.values())
         self.synchronous = "full" if full else "normal"
-        self.partitions = {i: Partition(data_dir, i, self.synchronous) for i in partitions}
+        self.checkpointer = Checkpointer()
+        self.partitions = {i: self._partition(i) for i in partitions}
         self.max_open_files = max_open_files or _file_budget()
         self.guard = CpuGuard()
         self.alarms = AlarmScheduler(clock, self._fire_alarm, self._drop_alarm)
@@ -143,8 +145,12 @@ class Host:
                 partition.close()
             raise
         self.guard.start()
+        self.checkpointer.start()
         for partition in self.partitions.values():
             self._rearm_alarms(partition, on=True)
+
+    def _partition(self, index: int) -> Partition:
+        return Partition(self.data_dir, index, self.synchronous, self.checkpointer)
 
     def _rearm_alarms(self, partition: Partition, on: bool) -> None:
         """Schedule (or, for a partition leaving, unschedule) its alarms from its index."""
@@ -165,6 +171,7 @@ class Host:
         for cache in list(self._files):
             self._close_file(cache)
         self._active.clear()
+        self.checkpointer.stop()
         for partition in self.partitions.values():
             partition.close()
         self.guard.stop()
@@ -174,7 +181,7 @@ class Host:
         """Open a newly granted partition; ``DataDirInUse`` while its previous owner holds it."""
         if index in self.partitions:
             return
-        partition = Partition(self.data_dir, index, self.synchronous)
+        partition = self._partition(index)
         partition.open()
         self.partitions[index] = partition
         self._rearm_alarms(partition, on=True)
@@ -293,9 +300,7 @@ class Host:
 
     def evict(self, activation: Activation) -> None:
         """Hibernate: drop the instance and its cache, close its file. Storage stays."""
-        from durable.activation import ActivationState
-
-        activation.state = ActivationState.EVICTED
+        activation.evicted()
         del self._active[activation.oid]
         group = self._idle.get(self.idle_timeout_of(activation.oid.namespace))
         if group is not None and group.get(activation.oid) is activation:
@@ -454,17 +459,21 @@ class Host:
         cache = activation.cache
         if cache.alarm != scheduled:
             return AlarmOutcome.DONE  # deleted or replaced since it was scheduled
+
+        async def handler() -> None:
+            sets = cache.alarm_sets
+            await activation.instance.alarm(AlarmInfo(scheduled, retry))  # type: ignore[attr-defined]
+            if cache.alarm_sets == sets:  # not set again meanwhile: done, in the same commit
+                cache.set_alarm(None)
+
         cache.firing = scheduled
         try:
-            await activation.invoke(lambda: activation.instance.alarm(AlarmInfo(scheduled, retry)))  # type: ignore[attr-defined]
+            await activation.invoke(handler)
         except Exception:
             log.warning("alarm() of %s failed (attempt %d)", oid, retry + 1, exc_info=True)
             return AlarmOutcome.FAILED if activation.retry_alarm else AlarmOutcome.NO_RETRY
         finally:
             cache.firing = None
-        if cache.alarm == scheduled:
-            cache.set_alarm(None)
-            await wait_durable(cache)
         return AlarmOutcome.DONE
 
     async def _drop_alarm(self, oid: ObjectId) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import socket
@@ -46,6 +45,7 @@ from durable.cluster import (
     LocalOwner,
     dedicated_for,
 )
+from durable.collector import Collector
 from durable.connection import build_env, read_meta
 from durable.cron import CronScheduler
 from durable.errors import DataDirInUse
@@ -74,6 +74,7 @@ class HostSlot:
         self._http_task: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
         self.crons: CronScheduler | None = None
+        self.collector = Collector()
         self._lease_until = 0.0  # monotonic time our leases end, as we must assume
 
     async def start(self) -> None:
@@ -100,7 +101,8 @@ class HostSlot:
             self.crons = CronScheduler(worker, env, self.host.clock)
             self.crons.start()
         await self._serve_http(worker, env)
-        gc.freeze()  # a Ray worker tracks ~72k objects: full collections cost 55-60 ms each
+        # A Ray worker tracks ~72k objects of its own: full collections on a schedule only.
+        self.collector.start()
 
     # -- leases ---------------------------------------------------------------------------------
     def _apply(self, grants: dict[int, int], asked_at: float) -> None:
@@ -176,6 +178,7 @@ class HostSlot:
 
     async def stop(self) -> None:
         self.health.ready = False
+        self.collector.stop()
         if self.crons is not None:
             await self.crons.close()
         if self._http is not None:
@@ -201,6 +204,7 @@ class HostSlot:
         return {
             "host": self.host.statistics(),
             "channel": self.server.statistics(),
+            "collector": self.collector.statistics(),
             "owned": dict(self.owned),
         }
 

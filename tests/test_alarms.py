@@ -120,3 +120,49 @@ async def _get_fired(self: Sleeper) -> Any:
 
 
 Sleeper.get_fired = _get_fired  # type: ignore[attr-defined]
+
+
+class Again(durable.DurableObject):
+    """Its first ``alarm()`` sets the alarm to the very time it was scheduled for."""
+
+    async def arm(self, at_ms: int) -> None:
+        await self.ctx.storage.set_alarm(at_ms)
+
+    async def alarm(self, info: durable.AlarmInfo) -> None:
+        fired = await self.ctx.storage.get("fired", 0)
+        await self.ctx.storage.put("fired", fired + 1)
+        if not fired:
+            await self.ctx.storage.set_alarm(info.scheduled_time)
+
+    async def fired(self) -> Any:
+        return await self.ctx.storage.get("fired"), await self.ctx.storage.get_alarm()
+
+
+async def test_an_alarm_set_again_inside_alarm_to_the_same_time_fires_again(
+    tmp_path: Path,
+) -> None:
+    clock = VirtualClock(start=1000.0)
+    worker = durable.Worker(objects={"A": Again})
+    async with durable.connect(worker, data_dir=tmp_path, clock=clock) as env:
+        stub = env.A.get_by_name("a")
+        await stub.arm(1_000_050)
+        await clock.advance(0.05)
+        await clock.advance(0)
+        assert await stub.fired() == (2, None)
+
+
+async def test_a_fired_alarm_is_cleared_in_the_commit_of_its_handlers_writes(
+    tmp_path: Path,
+) -> None:
+    clock = VirtualClock(start=1000.0)
+    async with durable.connect(
+        durable.Worker(objects={"S": Sleeper}), data_dir=tmp_path, clock=clock
+    ) as env:
+        host = host_of(env)
+        await env.S.get_by_name("s").arm(1_000_050)
+        partition = next(p for p in host.partitions.values() if p.statistics()[0])
+        commits = host.statistics().commits
+        await clock.advance(0.05)
+        assert host.statistics().commits == commits + 1  # the put and the cleared alarm
+        assert host.statistics().pending_alarms == 0
+        assert partition.statistics() == (0, 1)  # no objects row left, one kv row
