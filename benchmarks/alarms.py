@@ -283,7 +283,7 @@ async def restart_and_fire(
 
 # -- the heap alone: durable.alarms.AlarmScheduler with a no-op handler (child process) ------------
 async def heap_run(load: Load, lead: float, gc_mode: str) -> dict[str, Any]:
-    async def fire(oid: ObjectId, scheduled: int, retry: int) -> AlarmOutcome:
+    async def fire(oid: ObjectId, scheduled: int, retry: int, kind: object) -> AlarmOutcome:
         LATENESS_MS.append(time.time() * 1000.0 - scheduled)
         return AlarmOutcome.DONE
 

@@ -24,11 +24,12 @@ import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from durable.clock import Clock, Timer
 from durable.ids import ObjectId
+from durable.partition import StorageKind
 
 log = logging.getLogger("durable.alarms")
 
@@ -54,7 +55,7 @@ class AlarmStatistics:
     lateness_ms_max: float
 
 
-Fire = Callable[[ObjectId, int, int], Awaitable[AlarmOutcome]]
+Fire = Callable[[ObjectId, int, int, StorageKind | None], Awaitable[AlarmOutcome]]
 Drop = Callable[[ObjectId], Awaitable[None]]
 
 
@@ -64,6 +65,9 @@ class _Entry:
     seq: int
     retry: int
     scheduled: int  # the time the object set: stays the same across retries
+    # Where the object's data lives, as committed with this alarm: its objects row is then known
+    # exactly (kind, scheduled), so firing it needs no lookup. None (a retry): look it up.
+    kind: StorageKind | None
 
 
 class AlarmScheduler:
@@ -85,12 +89,18 @@ class AlarmScheduler:
         self._fired = self._retried = self._dropped = 0
         self._late_max = 0.0
 
-    def schedule(self, oid: ObjectId, when_ms: int | None) -> None:
-        """Set (or with None, remove) the object's alarm."""
+    def schedule(self, oid: ObjectId, when_ms: int | None, kind: StorageKind | None = None) -> None:
+        """Set (or with None, remove) the object's alarm, as committed for an object of ``kind``."""
         if when_ms is None:
             self._due.pop(oid, None)
         else:
-            self._push(oid, _Entry(float(when_ms), next(self._seq), 0, when_ms))
+            self._push(oid, _Entry(float(when_ms), next(self._seq), 0, when_ms, kind))
+
+    def retag(self, oid: ObjectId, kind: StorageKind) -> None:
+        """The object's data moved (promotion): a pending alarm now fires an object of ``kind``."""
+        entry = self._due.get(oid)
+        if entry is not None:
+            self._due[oid] = replace(entry, kind=kind)  # same seq: its heap item stays current
 
     def _push(self, oid: ObjectId, entry: _Entry) -> None:
         self._due[oid] = entry
@@ -137,7 +147,7 @@ class AlarmScheduler:
     async def _run(self, oid: ObjectId, entry: _Entry) -> None:
         self._fired += 1
         try:
-            outcome = await self._fire(oid, entry.scheduled, entry.retry)
+            outcome = await self._fire(oid, entry.scheduled, entry.retry, entry.kind)
         except Exception:
             log.exception("alarm of %s: the runtime failed to deliver it", oid)
             outcome = AlarmOutcome.FAILED
@@ -147,7 +157,8 @@ class AlarmScheduler:
             self._retried += 1
             delay = FIRST_BACKOFF * 2**entry.retry * (1 + self._rng.uniform(0, JITTER))
             due = self._clock.now() * 1000.0 + delay * 1000.0
-            self._push(oid, _Entry(due, next(self._seq), entry.retry + 1, entry.scheduled))
+            # The handler may have moved the object's data: the retry looks its kind up.
+            self._push(oid, _Entry(due, next(self._seq), entry.retry + 1, entry.scheduled, None))
             return
         self._dropped += 1
         log.warning("alarm of %s dropped after %d attempts", oid, entry.retry + 1)

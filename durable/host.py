@@ -49,7 +49,7 @@ from durable.ids import ObjectId
 from durable.limits import Limits
 from durable.namespace import FetchResponse, materialize
 from durable.object import AlarmInfo, DurableObject, rpc_method
-from durable.partition import Partition, StorageKind
+from durable.partition import ObjectRecord, Partition, StorageKind
 from durable.sockets import SocketSink, SocketState
 from durable.sql import ObjectFile
 from durable.storage import Storage, StorageContext
@@ -154,9 +154,10 @@ class Host:
 
     def _rearm_alarms(self, partition: Partition, on: bool) -> None:
         """Schedule (or, for a partition leaving, unschedule) its alarms from its index."""
-        for ns, raw, name, alarm in partition.pending_alarms():
+        for ns, raw, name, alarm, kind in partition.pending_alarms():
             if ns in self.namespaces:
-                self.alarms.schedule(ObjectId(bytes(raw), ns, name), alarm if on else None)
+                oid = ObjectId(bytes(raw), ns, name)
+                self.alarms.schedule(oid, alarm if on else None, StorageKind(kind))
 
     async def close(self) -> None:
         self.flush()
@@ -200,18 +201,21 @@ class Host:
         partition.close()
 
     # -- activation ------------------------------------------------------------------------------
-    def activate(self, oid: ObjectId) -> Activation:
+    def activate(self, oid: ObjectId, record: ObjectRecord | None = None) -> Activation:
+        """The object's live activation, made if needed; ``record``: its objects row when the
+        caller knows it exactly (the alarm scheduler), to skip the lookup."""
         activation = self._active.get(oid)
         if activation is not None:
             return activation
         config = self.namespaces[oid.namespace]
         partition = self.partitions[oid.partition(self.partition_count)]
-        record = partition.record(oid.namespace, oid.raw)
+        if record is None:
+            record = partition.record(oid.namespace, oid.raw)
         cache = ObjectCache(self, partition, oid, record, config.limits.max_storage_bytes)
         if cache.kind is StorageKind.FILE:
             cache.alarm = self.open_file(cache).alarm()  # the file decides; the index is a hint
             if record is not None and cache.alarm != record.alarm:
-                self.alarms.schedule(oid, cache.alarm)
+                self.alarms.schedule(oid, cache.alarm, StorageKind.FILE)
         shared = StorageContext(cache, config.limits, callable(getattr(config.cls, "alarm", None)))
         activation = Activation(self, config.cls, oid, cache, Storage(shared), config.limits)
         self._active[oid] = activation
@@ -402,7 +406,7 @@ class Host:
                 alarm_changed = cache.alarm_dirty
                 cache.finish_commit()
                 if alarm_changed:
-                    self.alarms.schedule(cache.oid, cache.alarm)
+                    self.alarms.schedule(cache.oid, cache.alarm, cache.kind)
         round_.finish(failed)
 
     def _fail_commit(self, cache: ObjectCache) -> None:
@@ -436,6 +440,7 @@ class Host:
         cache.partition.mark(cache.ns, cache.oid.raw, StorageKind.FILE, cache.alarm)
         faults.hit("promote.after_flip")
         cache.kind = StorageKind.FILE
+        self.alarms.retag(cache.oid, StorageKind.FILE)
 
     def _enforce_file_budget(self) -> None:
         for cache in list(self._files):
@@ -451,11 +456,13 @@ class Host:
             cache.file = None
 
     # -- alarms -------------------------------------------------------------------------------
-    async def _fire_alarm(self, oid: ObjectId, scheduled: int, retry: int) -> AlarmOutcome:
+    async def _fire_alarm(
+        self, oid: ObjectId, scheduled: int, retry: int, kind: StorageKind | None
+    ) -> AlarmOutcome:
         config = self.namespaces.get(oid.namespace)
         if config is None or not callable(getattr(config.cls, "alarm", None)):
             return AlarmOutcome.NO_RETRY
-        activation = self.activate(oid)
+        activation = self.activate(oid, None if kind is None else ObjectRecord(kind, scheduled))
         cache = activation.cache
         if cache.alarm != scheduled:
             return AlarmOutcome.DONE  # deleted or replaced since it was scheduled

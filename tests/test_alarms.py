@@ -22,7 +22,7 @@ def _scheduler(
     fired: list[tuple[str, float, int]] = []
     dropped: list[str] = []
 
-    async def fire(oid: ObjectId, scheduled: int, retry: int) -> AlarmOutcome:
+    async def fire(oid: ObjectId, scheduled: int, retry: int, kind: object) -> AlarmOutcome:
         fired.append((str(oid.name), clock.now(), retry))
         return outcome
 
@@ -166,3 +166,84 @@ async def test_a_fired_alarm_is_cleared_in_the_commit_of_its_handlers_writes(
         assert host.statistics().commits == commits + 1  # the put and the cleared alarm
         assert host.statistics().pending_alarms == 0
         assert partition.statistics() == (0, 1)  # no objects row left, one kv row
+
+
+class Filed(durable.DurableObject):
+    """Keeps data in KV and SQL; its ``alarm()`` reads both back (fails while ``fail`` is set)."""
+
+    async def arm(self, at_ms: int, promote: bool) -> None:
+        await self.ctx.storage.put("x", "kv-value")
+        if promote:
+            self.promote()
+        await self.ctx.storage.set_alarm(at_ms)
+
+    def promote(self) -> None:
+        self.ctx.storage.sql.exec("CREATE TABLE IF NOT EXISTS t(v)")
+        self.ctx.storage.sql.exec("INSERT INTO t VALUES ('sql-value')")
+
+    async def alarm(self, info: durable.AlarmInfo) -> None:
+        if await self.ctx.storage.get("fail"):
+            await self.ctx.storage.put("fail", False)
+            self.promote()  # moves the data into a file, then fails: the retry must find it
+            raise RuntimeError("first attempt fails")
+        rows = list(self.ctx.storage.sql.exec("SELECT v FROM t"))
+        SEEN.append((await self.ctx.storage.get("x"), [r["v"] for r in rows], info.retry_count))
+
+    async def set_failing(self) -> None:
+        await self.ctx.storage.put("fail", True)
+
+    async def promote_now(self) -> None:
+        self.promote()
+
+
+SEEN: list[Any] = []
+
+
+async def _fire_after_eviction(
+    tmp_path: Path, *, promote: bool, fail: bool, promote_later: bool = False
+) -> list[Any]:
+    SEEN.clear()
+    clock = VirtualClock(start=1000.0)
+    worker = durable.Worker(objects={"F": Filed}, idle_timeout=1.0)
+    async with durable.connect(worker, data_dir=tmp_path, clock=clock) as env:
+        stub = env.F.get_by_name("f")
+        await stub.arm(1_005_000, promote)
+        if fail:
+            await stub.set_failing()
+        if promote_later:  # a later event, while the alarm is pending
+            await stub.promote_now()
+        await clock.advance(2.0)
+        assert host_of(env).statistics().active_objects == 0  # evicted before it fires
+        for _ in range(20):
+            await clock.advance(1.0)  # the alarm at 1,005 s, a failure, its retry ~2-2.5 s later
+    return SEEN
+
+
+async def test_an_alarm_set_after_promotion_fires_its_file(tmp_path: Path) -> None:
+    assert await _fire_after_eviction(tmp_path / "a", promote=True, fail=False) == [
+        ("kv-value", ["sql-value"], 0)
+    ]
+
+
+async def test_a_pending_alarm_follows_its_object_into_a_file(tmp_path: Path) -> None:
+    found = await _fire_after_eviction(tmp_path, promote=False, fail=False, promote_later=True)
+    assert found == [("kv-value", ["sql-value"], 0)]
+
+
+async def test_a_retry_finds_data_its_failed_attempt_moved_into_a_file(tmp_path: Path) -> None:
+    assert await _fire_after_eviction(tmp_path / "a", promote=False, fail=True) == [
+        ("kv-value", ["sql-value"], 1)
+    ]
+
+
+async def test_an_alarm_of_a_promoted_object_rearmed_after_restart_reads_its_file(
+    tmp_path: Path,
+) -> None:
+    SEEN.clear()
+    worker = durable.Worker(objects={"F": Filed})
+    async with durable.connect(worker, data_dir=tmp_path, clock=VirtualClock(1000.0)) as env:
+        await env.F.get_by_name("f").arm(1_005_000, True)
+    later = VirtualClock(start=1010.0)
+    async with durable.connect(worker, data_dir=tmp_path, clock=later):
+        await later.advance(0)
+    assert SEEN == [("kv-value", ["sql-value"], 0)]
