@@ -69,6 +69,7 @@ class Activation:
         self.state = ActivationState.ACTIVE
         self.gate = InputGate()
         self.pending = 0
+        self.alarm_events = 0  # of the pending events, how many are alarms (no caller waits)
         self.tasks: set[asyncio.Future[Any]] = set()
         self.last_active = self.clock.now()
         self.retry_alarm = True
@@ -86,10 +87,12 @@ class Activation:
         """No event in flight and no ``wait_until``/blocking work: safe to evict."""
         return not self.pending and not self.tasks and not self.gate.closed
 
-    async def invoke(self, handler: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        """Run one event: input gate, the handler under the CPU guard, then the output gate."""
+    async def invoke(self, handler: Callable[[], Coroutine[Any, Any, T]], alarm: bool = False) -> T:
+        """Run one event: input gate, the handler under the CPU guard, then the output gate
+        (an ``alarm`` event's writes may be deferred: ``Host.mark_dirty``)."""
         self.host.admit(self)
         self.pending += 1
+        self.alarm_events += alarm
         try:
             if self.gate.closed or self.gate.broken is not None:
                 await self.gate.enter()
@@ -102,13 +105,14 @@ class Activation:
             finally:
                 current_activation.reset(token)
             self._raise_if_broken()
-            await wait_durable(self.cache)
+            await wait_durable(self.cache, observed=not alarm)
             return result
         except BaseException as error:
             self._on_error(error)
             raise
         finally:
             self.pending -= 1
+            self.alarm_events -= alarm
             self.last_active = self.clock.now()
             self.host.touched(self)
 

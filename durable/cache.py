@@ -69,7 +69,9 @@ class Host(Protocol):
 
     clock: Clock
 
-    def mark_dirty(self, cache: ObjectCache) -> CommitRound: ...
+    def mark_dirty(self, cache: ObjectCache) -> CommitRound | None: ...
+
+    def promote(self, cache: ObjectCache) -> None: ...
 
     def open_file(self, cache: ObjectCache) -> ObjectFile: ...
 
@@ -218,7 +220,9 @@ class ObjectCache:
         self._touch()
 
     def _touch(self) -> None:
-        self.round = self.host.mark_dirty(self)
+        round_ = self.host.mark_dirty(self)
+        if round_ is not None:  # None: deferred, committed later (``Host.mark_dirty``)
+            self.round = round_
 
     # -- commit (called by the host, in this order) ------------------------------------------
     @property

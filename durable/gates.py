@@ -109,8 +109,11 @@ class CommitRound:
         self._waiters.clear()
 
 
-async def wait_durable(cache: ObjectCache) -> None:
-    """The output gate: wait for the commit of every write buffered so far."""
+async def wait_durable(cache: ObjectCache, observed: bool = True) -> None:
+    """The output gate: wait for the commit of every write buffered so far. ``observed=False``
+    (the end of an alarm event, which has no caller) leaves deferred writes deferred."""
+    if observed:
+        cache.host.promote(cache)
     round_ = cache.round
     if round_ is not None:
         await round_.wait(cache)

@@ -3,12 +3,18 @@
 Guarantees:
 - One activation per object at a time; it is built on the object's first event and dropped
   after its namespace's idle timeout without events (hibernation: one timer at the earliest due
-  time, one last-activity order per distinct timeout), or at once, least recently used first,
+  time, one last-activity order per distinct timeout; a sweep takes the objects due in the next
+  20 ms with it, never more than 1 % of the timeout early), or at once, least recently used first,
   when the host holds more than ``max_active_objects`` (memory budget); never while an event,
   ``wait_until`` work or ``block_concurrency_while`` runs, nor while it has uncommitted writes.
 - Group commit: every object's writes of one event-loop turn commit in one transaction per
   database, in a callback scheduled with ``call_soon`` on the first write of the turn; replies wait
   for it (output gate). A failing object is isolated (retried alone) and reset.
+- Deferred commit: writes made while an object runs only alarm events (no caller waits on an
+  alarm) commit within ``DEFERRED_COMMIT`` (50 ms), batched, one partition per loop turn; the
+  alarm's clearing is in the same commit, so a crash before it runs the alarm again
+  (at-least-once). A reply, outgoing call or WebSocket send of the object commits them first.
+  A failed deferred commit resets the object and schedules its stored alarm again.
 - Promotion to an object file (first ``sql.exec``) is crash-safe: copy to ``.tmp``, fsync,
   rename, fsync the folder, then flip the ``objects`` row in one partition transaction.
 - Open object files stay under an fd budget (``RLIMIT_NOFILE`` soft limit minus a reserve for
@@ -30,6 +36,7 @@ import resource
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -58,6 +65,8 @@ from durable.worker import Worker
 log = logging.getLogger("durable.host")
 FDS_PER_FILE = 3
 BUSY_RECHECK = 1.0  # seconds before the sweep looks again at a due object that was busy
+EVICTION_BATCH = 0.02  # seconds: a sweep evicts the objects due this soon after it, too
+DEFERRED_COMMIT = 0.05  # seconds that writes only alarms could see may wait for a batch commit
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +122,8 @@ class Host:
         self._files: OrderedDict[ObjectCache, None] = OrderedDict()
         self._dirty: dict[ObjectCache, None] = {}
         self._round: CommitRound | None = None
+        self._deferred: dict[ObjectCache, None] = {}  # writes no one can observe yet
+        self._deferred_timer: Timer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweep_timer: Timer | None = None
         self._sweep_at: float | None = None
@@ -162,8 +173,9 @@ class Host:
     async def close(self) -> None:
         self.flush()
         await self.alarms.close()
-        if self._sweep_timer is not None:
-            self._sweep_timer.cancel()
+        for timer in (self._sweep_timer, self._deferred_timer):
+            if timer is not None:
+                timer.cancel()
         tasks = [t for a in self._active.values() for t in a.tasks]
         for task in tasks:
             task.cancel()
@@ -235,7 +247,9 @@ class Host:
             return  # reset or evicted meanwhile
         self._active.move_to_end(oid)
         timeout = self.idle_timeout_of(oid.namespace)
-        group = self._idle.setdefault(timeout, OrderedDict())
+        group = self._idle.get(timeout)
+        if group is None:
+            group = self._idle[timeout] = OrderedDict()
         group[oid] = activation
         group.move_to_end(oid)
         due = activation.last_active + timeout
@@ -250,6 +264,7 @@ class Host:
             del self._active[activation.oid]
         self._resets += 1
         self._dirty.pop(activation.cache, None)
+        self._deferred.pop(activation.cache, None)
         cache = activation.cache
         if cache.file is not None:
             cache.file.rollback()
@@ -262,6 +277,8 @@ class Host:
     # One timer for the whole host, at the earliest due time over the groups (one group per
     # distinct idle timeout, each ordered by last activity, so each group's front is due first).
     # Entries of activations reset since (``forget``) are dropped when the sweep reaches them.
+    # A sweep also takes the objects due within EVICTION_BATCH after it: at thousands of
+    # evictions a second that is one timer per batch, not one per object.
     def idle_timeout_of(self, namespace: str) -> float:
         return self.idle_timeouts.get(namespace, self.idle_timeout)
 
@@ -285,8 +302,9 @@ class Host:
         """Evict the group's objects idle for ``timeout``; return when the group is due next."""
         expired = []
         upcoming = None
+        horizon = now + min(EVICTION_BATCH, timeout / 100)  # never more than 1 % early
         for activation in group.values():
-            if activation.last_active + timeout > now:
+            if activation.last_active + timeout > horizon:
                 upcoming = activation.last_active + timeout
                 break
             expired.append(activation)
@@ -364,16 +382,73 @@ class Host:
         return await activation.invoke(handler)
 
     # -- group commit --------------------------------------------------------------------------
-    def mark_dirty(self, cache: ObjectCache) -> CommitRound:
+    # Writes commit at the end of the loop turn, except writes no one can observe yet: those of
+    # an object whose only running events are alarms (an alarm has no caller; at-least-once lets
+    # a crash run it again, as its alarm is cleared in the same commit). They wait up to
+    # DEFERRED_COMMIT and then commit in batches; anything that could observe them first (a
+    # reply, an outgoing call, a WebSocket send, another event's end) commits them at once
+    # (``promote``). An alarm set sooner than that is never deferred.
+    def mark_dirty(self, cache: ObjectCache) -> CommitRound | None:
+        """Register ``cache``'s new writes; returns the round that will commit them, or None if
+        they are deferred (the cache keeps its previous round)."""
+        if cache not in self._dirty and self._defers(cache):
+            if cache not in self._deferred:
+                self._deferred[cache] = None
+                if self._deferred_timer is None:
+                    at = self.clock.now() + DEFERRED_COMMIT
+                    self._deferred_timer = self.clock.call_at(at, self._commit_deferred)
+            return None
+        return self._now(cache)
+
+    def _now(self, cache: ObjectCache) -> CommitRound:
+        self._deferred.pop(cache, None)
         if self._round is None:
             assert self._loop is not None
             self._round = CommitRound()
-            self._loop.call_soon(self.flush)
+            self._loop.call_soon(self._flush_turn)
         self._dirty[cache] = None
         return self._round
 
-    def flush(self) -> None:
-        """Commit every dirty object now: one transaction per partition database."""
+    def _defers(self, cache: ObjectCache) -> bool:
+        activation = self._active.get(cache.oid)
+        if activation is None or activation.cache is not cache:
+            return False
+        if not activation.pending or activation.pending != activation.alarm_events:
+            return False
+        soon = (self.clock.now() + DEFERRED_COMMIT) * 1000
+        return not cache.alarm_dirty or cache.alarm is None or cache.alarm > soon
+
+    def promote(self, cache: ObjectCache) -> None:
+        """Something may observe ``cache``'s deferred writes: commit them this turn."""
+        if cache in self._deferred:
+            cache.round = self._now(cache)
+
+    def _commit_deferred(self, partitions: list[Partition] | None = None) -> None:
+        """One partition's deferred writes per loop turn (a pass over those deferred when it
+        began), so a batch never holds the loop for all partitions at once."""
+        self._deferred_timer = None
+        if partitions is None:
+            partitions = list({cache.partition: None for cache in self._deferred})
+        if partitions:
+            partition = partitions.pop()
+            for cache in [c for c in self._deferred if c.partition is partition]:
+                self.promote(cache)
+        if partitions:
+            step = partial(self._commit_deferred, partitions)
+            self._deferred_timer = self.clock.call_at(self.clock.now(), step)
+        elif self._deferred:  # deferred during the pass: the next pass
+            at = self.clock.now() + DEFERRED_COMMIT
+            self._deferred_timer = self.clock.call_at(at, self._commit_deferred)
+
+    def _flush_turn(self) -> None:
+        self.flush(deferred=False)
+
+    def flush(self, deferred: bool = True) -> None:
+        """Commit every dirty object now (with ``deferred``, the deferred ones too): one
+        transaction per partition database."""
+        if deferred:
+            for cache in list(self._deferred):
+                self.promote(cache)
         round_, self._round = self._round, None
         dirty, self._dirty = self._dirty, {}
         if round_ is None:
@@ -413,6 +488,10 @@ class Host:
         activation = self._active.get(cache.oid)
         if activation is not None and activation.cache is cache:
             activation.reset(ObjectReset("a storage write failed to commit"))
+        # The stored alarm is what stands (an alarm that ran is not cleared): schedule it again.
+        record = cache.partition.record(cache.ns, cache.oid.raw)
+        if record is not None:
+            self.alarms.schedule(cache.oid, record.alarm, record.kind)
 
     # -- object files -----------------------------------------------------------------------------
     def open_file(self, cache: ObjectCache) -> ObjectFile:
@@ -475,7 +554,7 @@ class Host:
 
         cache.firing = scheduled
         try:
-            await activation.invoke(handler)
+            await activation.invoke(handler, alarm=True)
         except Exception:
             log.warning("alarm() of %s failed (attempt %d)", oid, retry + 1, exc_info=True)
             return AlarmOutcome.FAILED if activation.retry_alarm else AlarmOutcome.NO_RETRY

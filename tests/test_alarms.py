@@ -11,6 +11,7 @@ from typing import Any
 
 import durable
 from durable.alarms import MAX_RETRIES, AlarmOutcome, AlarmScheduler
+from durable.host import DEFERRED_COMMIT
 from durable.ids import ObjectId, id_from_name
 from durable.testing import VirtualClock
 from tests.conftest import host_of
@@ -162,7 +163,10 @@ async def test_a_fired_alarm_is_cleared_in_the_commit_of_its_handlers_writes(
         await env.S.get_by_name("s").arm(1_000_050)
         partition = next(p for p in host.partitions.values() if p.statistics()[0])
         commits = host.statistics().commits
-        await clock.advance(0.05)
+        await clock.advance(0.05)  # it fires; no one can see its writes yet: they wait
+        assert host.statistics().commits == commits
+        assert partition.statistics() == (1, 0)
+        await clock.advance(DEFERRED_COMMIT)
         assert host.statistics().commits == commits + 1  # the put and the cleared alarm
         assert host.statistics().pending_alarms == 0
         assert partition.statistics() == (0, 1)  # no objects row left, one kv row

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import durable
-from durable.collector import NEVER, Collector
+from durable.collector import MIDDLE, NEVER, YOUNG, Collector
 from durable.testing import VirtualClock
 from tests.conftest import Runner, host_of
 
@@ -34,9 +34,8 @@ def collector(clock: VirtualClock) -> Iterator[Collector]:
 
 
 def test_start_freezes_and_takes_over_the_oldest_generation(collector: Collector) -> None:
-    young = gc.get_threshold()[:2]
     collector.start()
-    assert gc.get_threshold() == (*young, NEVER)
+    assert gc.get_threshold() == (YOUNG, MIDDLE, NEVER)
     assert collector.statistics().frozen == gc.get_freeze_count() > 0
 
 
