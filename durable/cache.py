@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 MISSING: object = object()
 SMALL_OBJECT_KEYS = 64
+SMALL_OBJECT_BYTES = 128 * 1024  # an object this small (and with so few keys) is loaded whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +142,18 @@ class ObjectCache:
     @property
     def complete(self) -> bool:
         if self._complete is None:
-            self._complete = not self.partition.has_rows(self.ns, self.oid.raw)
+            self._complete = self._load_small()
         return self._complete
+
+    def _load_small(self) -> bool:
+        """First read of a rows object: one query loads it whole if it is small (most are), and
+        then ``values`` answers every later read; a bigger one is read key by key."""
+        rows = self._rows.scan(None, False, None, False, SMALL_OBJECT_KEYS + 1)
+        if len(rows) > SMALL_OBJECT_KEYS or sum(len(v) for _, v in rows) > SMALL_OBJECT_BYTES:
+            return False
+        for key, value in rows:
+            self.values.setdefault(key.decode(), value)  # a value read or written since is newer
+        return True
 
     @property
     def backend(self) -> Backend:
@@ -153,7 +164,8 @@ class ObjectCache:
     def read(self, key: str) -> bytes | None:
         value = self.values.get(key, MISSING)
         if value is MISSING:
-            value = None if self.complete else self.backend.read(key.encode())
+            # ``complete`` may load the whole object the first time: look in ``values`` again.
+            value = self.values.get(key) if self.complete else self.backend.read(key.encode())
             self.values[key] = value
         return value  # type: ignore[return-value]
 
@@ -183,8 +195,8 @@ class ObjectCache:
         if self._size is None:
             if self.kind is StorageKind.FILE:
                 self._size = self.host.open_file(self).kv_size()
-            elif self.complete:
-                self._size = 0
+            elif self.complete:  # no write yet, so ``values`` holds exactly what is stored
+                self._size = sum(_entry_size(k, v) for k, v in self.values.items())
             else:
                 self._size = self.partition.size(self.ns, self.oid.raw)
         return self._size

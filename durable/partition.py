@@ -196,10 +196,6 @@ class Partition:
         ).fetchone()
         return None if row is None else ObjectRecord(StorageKind(row[0]), row[1])
 
-    def has_rows(self, ns: str, oid: bytes) -> bool:
-        row = self.conn.execute("SELECT 1 FROM kv WHERE ns=? AND id=? LIMIT 1", (ns, oid))
-        return row.fetchone() is not None
-
     def size(self, ns: str, oid: bytes) -> int:
         """Bytes of an object's KV rows (keys + values), as the storage limit counts them."""
         (size,) = self.conn.execute(

@@ -11,6 +11,8 @@ test can read the pipe, kill the process at a known point and check what survive
   ``commit.before`` to SIGKILL the process and write again.
 - ``alarm-kill``: promote an object, print ``acked``, arm ``commit.before`` to SIGKILL the
   process and set the object's alarm a minute ahead (with a put) in one turn.
+- ``alarm-rerun``: set an alarm 0.2 s ahead (with a put), print ``acked``; the alarm prints
+  ``ran`` and arms ``commit.before`` to SIGKILL the process at its (deferred) commit.
 - ``hold``: print ``ready`` and keep the data dir open until stdin closes.
 """
 
@@ -29,6 +31,7 @@ OBJECTS = 50
 CONCURRENCY = 16
 FILL = {f"key{i:03d}": {"i": i, "blob": bytes([i]) * i, "tags": (i, str(i))} for i in range(40)}
 ALARM = 4_102_444_800_000  # 2100-01-01, never due while a test runs
+KILL_AT_ALARM_COMMIT = False
 
 
 class Counter(durable.DurableObject):
@@ -72,6 +75,9 @@ class Counter(durable.DurableObject):
 
     async def alarm(self, info: durable.AlarmInfo) -> None:
         await self.ctx.storage.put("fired", info.scheduled_time)
+        if KILL_AT_ALARM_COMMIT:  # only in the client process, never in the test reopening it
+            faults.arm("commit.before", kill_self)
+            say("ran")
 
 
 worker = durable.Worker(objects={"COUNTER": Counter})
@@ -125,6 +131,15 @@ async def alarm_kill(env: Any) -> None:
     say("survived")
 
 
+async def alarm_rerun(env: Any) -> None:
+    global KILL_AT_ALARM_COMMIT
+    KILL_AT_ALARM_COMMIT = True
+    await env.COUNTER.get_by_name("rerun").put_with_alarm({"k": 1}, int(time.time() * 1000) + 200)
+    say("acked")
+    await asyncio.sleep(10)  # the alarm's commit kills us long before
+    say("survived")
+
+
 async def hold(env: Any) -> None:
     say("ready")
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -135,6 +150,7 @@ MODES = {
     "promote": promote,
     "commit-kill": commit_kill,
     "alarm-kill": alarm_kill,
+    "alarm-rerun": alarm_rerun,
     "hold": hold,
 }
 

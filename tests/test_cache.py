@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import durable
 from durable.cache import SMALL_OBJECT_KEYS
+from tests.conftest import host_of
 
 KEYS = [f"k{i:03d}" for i in range(SMALL_OBJECT_KEYS * 3)]
 
@@ -72,3 +73,53 @@ async def test_list_of_a_large_object_matches_a_dict(
         model -= set(deletes)
         assert await stub.write_then_list(puts, deletes, options) == expected(model, options)
         assert await stub.list_keys(options) == expected(model, options)  # after the commit
+
+
+class Reader(durable.DurableObject):
+    async def fill(self, count: int) -> None:
+        await self.ctx.storage.put({f"k{i:03d}": i for i in range(count)})
+
+    async def read(self, keys: list[str]) -> list[Any]:
+        return [await self.ctx.storage.get(key) for key in keys]
+
+    async def write_then_read(self, key: str) -> Any:
+        await self.ctx.storage.put(key, "buffered")
+        return await self.ctx.storage.get(key), await self.ctx.storage.get("k000")
+
+
+async def _queries_of_first_reads(run: Any, count: int, keys: list[str]) -> tuple[list[Any], int]:
+    """Values of ``keys`` read by a fresh activation of an object with ``count`` keys, and the
+    SQL statements those reads ran."""
+    worker = durable.Worker(objects={"R": Reader})
+    async with run(worker) as env:
+        stub = env.R.get_by_name("r")
+        await stub.fill(count)
+        host = host_of(env)
+        host.evict(next(iter(host._active.values())))
+        statements: list[str] = []
+        for partition in host.partitions.values():
+            partition.conn.set_trace_callback(statements.append)
+        found = await stub.read(keys)
+        return found, len([s for s in statements if s.startswith("SELECT")])
+
+
+async def test_the_first_read_of_a_small_object_loads_it_whole(run: Any) -> None:
+    found, queries = await _queries_of_first_reads(run, 3, ["k000", "k002", "nope", "k001"])
+    assert found == [0, 2, None, 1]
+    assert queries == 2  # its objects row (activation), then one query loads it whole
+
+
+async def test_a_big_object_is_read_key_by_key(run: Any) -> None:
+    keys = ["k000", "k100", "nope"]
+    found, queries = await _queries_of_first_reads(run, SMALL_OBJECT_KEYS + 40, keys)
+    assert found == [0, 100, None]
+    assert queries == 2 + len(keys)  # objects row, the bounded probe, then one per key
+
+
+async def test_loading_never_overwrites_a_buffered_write(run: Any) -> None:
+    async with run(durable.Worker(objects={"R": Reader})) as env:
+        stub = env.R.get_by_name("r")
+        await stub.fill(2)
+        host = host_of(env)
+        host.evict(next(iter(host._active.values())))
+        assert await stub.write_then_read("k001") == ("buffered", 0)

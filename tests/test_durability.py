@@ -242,6 +242,29 @@ async def test_alarm_set_in_a_crashed_commit_is_either_gone_or_fires(
         assert pending is None, f"alarm due at {pending} still pending {clock.now() * 1000}"
 
 
+async def test_an_alarm_killed_before_its_commit_runs_again_after_restart(
+    client_factory: Any, tmp_path: Path
+) -> None:
+    """At-least-once: the alarm ran, its writes and its clearing were not yet durable (deferred:
+    no one could see them) when the process died, so the restarted host runs it again."""
+    data = tmp_path / "data"
+    client = client_factory("alarm-rerun", data)
+    client.expect("acked")
+    client.expect("ran")
+    assert client.rest() == []
+    assert client.proc.returncode == -signal.SIGKILL, client.stderr()
+
+    clock = VirtualClock(start=time.time())
+    async with durable.connect(crash_client.worker, data_dir=data, clock=clock) as env:
+        stub = env.COUNTER.get_by_name("rerun")
+        assert await stub.list_all() == {"k": 1}  # acknowledged: kept; the alarm's put: not
+        scheduled = await stub.get_alarm()
+        assert scheduled is not None
+        await clock.advance(0)  # due while the process was down: it fires right after start
+        assert await stub.list_all() == {"k": 1, "fired": scheduled}
+        assert await stub.get_alarm() is None
+
+
 # -- delete_all and SQL in one turn -------------------------------------------------------------
 instances = itertools.count(1)
 
