@@ -28,7 +28,11 @@ How each run goes:
    (``ShiftedClock``), so the first stored alarm comes due ``--lead`` seconds after the restart
    began, whenever the setup ran. Timers are real loop timers and time passes at real speed;
    only the epoch origin moves. Lateness = ``ctx.now()`` inside ``alarm()`` minus
-   ``info.scheduled_time``: it includes activating the object (reading its row), not the commit.
+   ``info.scheduled_time``: it includes activating the object, not the commit.
+4. Steps 2-3 run ``--repeat`` times (default 3) on fresh copies of the stored data dir: this
+   shared 2-core VM has stalls of 50-150 ms now and then (a bare asyncio timer loop shows them
+   too), and one of them in a 20 s run is enough to move a p99. The run with the median p99 is
+   reported, with every run's p99 in the table. The heap and APScheduler runs are single.
 
 Children run ``durable.collector.Collector`` after opening, as ``durable serve`` does (``--gc
 freeze`` is the earlier ``gc.freeze()`` with CPython's schedule; ``--gc off`` disables collection
@@ -38,7 +42,7 @@ Goals (issue #4): p99 lateness ≤ 20 ms; re-arm ≤ 5 s.
 
 Rerun (from the repo root)::
 
-    .venv/bin/python benchmarks/alarms.py            # full: 100,000 alarms, ~5 minutes
+    .venv/bin/python benchmarks/alarms.py            # full: 100,000 alarms, ~8 minutes
     .venv/bin/python benchmarks/alarms.py --quick    # 10,000 alarms
     .venv/bin/python benchmarks/alarms.py --alarms 50000 --rate 2000
 
@@ -52,6 +56,7 @@ import asyncio
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -403,11 +408,19 @@ def run_child(kind: str, load: Load, args: argparse.Namespace, **extra: Any) -> 
 
 # -- the whole run ---------------------------------------------------------------------------------
 def durable_run(load: Load, args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="durable-alarms-") as data_dir:
-        stored = asyncio.run(setup(load, Path(data_dir)))
-        first = stored["first_due_ms"]
-        fired = run_child("durable", load, args, data_dir=data_dir, first_due_ms=first)
-    return {"setup": stored, **fired}
+    """Set up once; restart and fire ``--repeat`` times, each on a fresh copy of the stored data
+    dir. The run with the median p99 is reported; every run's p99 is kept beside it."""
+    with tempfile.TemporaryDirectory(prefix="durable-alarms-") as root:
+        stored = asyncio.run(setup(load, Path(root) / "stored"))
+        runs = []
+        for i in range(args.repeat):
+            copy = shutil.copytree(Path(root) / "stored", Path(root) / f"run{i}")
+            first = stored["first_due_ms"]
+            runs.append(run_child("durable", load, args, data_dir=copy, first_due_ms=first))
+            shutil.rmtree(copy)
+    runs.sort(key=lambda r: r["lateness"]["p99_ms"])
+    median = runs[len(runs) // 2]
+    return {"setup": stored, **median, "p99_runs_ms": [r["lateness"]["p99_ms"] for r in runs]}
 
 
 RUNS = {  # result key: column title
@@ -477,6 +490,8 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
         row("pending at once", lambda r: f"{r.get('pending_after_restart', r['fired']):,}"),
         row("RSS, pending (MiB)", lambda r: num(r["rss_kib_with_pending"] / 1024, 1)),
         row("RSS per alarm (B)", rss_per_alarm),
+        row("p99 of each run (ms)", lambda r: " / ".join(num(v, 1) for v in r["p99_runs_ms"])
+            if "p99_runs_ms" in r else "–"),
         row("re-arm after restart (s)", lambda r: num(r.get("rearm_s"), 3)),
         row("set (RPC/s) or added (s)", lambda r: num(r["setup"]["alarms_set_per_s"])
             if "setup" in r else f"{num(r['add_s'], 2)} s"),
@@ -523,6 +538,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=5_000.0, help="alarms due per second")
     parser.add_argument("--chain", type=int, default=10, help="alarms per object, chained load")
     parser.add_argument("--lead", type=float, default=5.0, help="s from restart to first due")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="firing runs per durable load (median reported)"
+    )
     parser.add_argument("--output", default="alarms", help="results/<output>.json and .png")
     parser.add_argument(
         "--gc",
