@@ -5,8 +5,9 @@ driver starts it, polls ``/healthz`` (bounded), runs the scenarios it supports, 
 Ray issue adds its configurations the same way. Today:
 
 ``durable``  the in-process runtime: uvicorn (uvloop, httptools, ``DurableWebSocketProtocol``) and
-             the Host in one process, ``gc.freeze()`` once serving: ``durable dev --in-process``
-             with uvloop (the CLI runs asyncio's default loop).
+             the Host in one process, ``durable.collector.Collector`` once serving (young
+             generations only): ``durable dev --in-process`` with uvloop (the CLI runs asyncio's
+             default loop). Results before 2026-11-23 19:00 ran ``gc.freeze()`` instead.
 ``hello``    a plain Starlette hello world under the same uvicorn settings: the reference point.
 
 Scenarios (closed loop, ``loadgen/loadgen.mjs``, one keep-alive connection per request in flight,
@@ -160,6 +161,7 @@ async def serve_durable(port: int, data_dir: Path) -> None:
     import uvicorn
 
     from durable import connect
+    from durable.collector import Collector
     from durable.gateway import Health, build_app, host_of, server_config
 
     worker = bench_worker()
@@ -170,10 +172,12 @@ async def serve_durable(port: int, data_dir: Path) -> None:
         task = asyncio.ensure_future(server.serve())
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
-        gc.freeze()  # the runtime's objects are old: keep full collections short
+        collector = Collector()  # as ``durable dev --in-process``
+        collector.start()
         try:
             await task
         finally:
+            collector.stop()
             gateway.close()
 
 

@@ -7,7 +7,7 @@ Guarantees:
 - At-least-once: if ``alarm()`` raises, it runs again after 2 s, 4 s, ... 64 s (×2 each time,
   plus up to 25 % jitter), 6 retries in all; then the alarm is dropped, logged and counted.
   ``info.scheduled_time`` stays the original time throughout.
-- A restarted host re-arms every pending alarm from its partitions' alarm index without opening
+- A restarted host re-arms every pending alarm from its partitions' objects rows without opening
   any object; alarms that came due while it was down fire at once.
 
 Does not guarantee: a retry in progress survives a restart only as a fresh first attempt

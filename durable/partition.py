@@ -1,9 +1,9 @@
-"""A partition: one SQLite database with the KV rows, object table and alarm index of many objects.
+"""A partition: one SQLite database with the KV rows and the object table of many objects.
 
 Layout (DESIGN §3)::
 
     partitions/0042/LOCK               flock'ed by the owning process (one writer)
-    partitions/0042/partition.sqlite   kv, objects (+ alarm index)
+    partitions/0042/partition.sqlite   kv, objects (a row per promoted object or pending alarm)
     partitions/0042/objects/<ns>/<id>.sqlite   promoted objects (see ``sql.py``)
 
 Guarantees:
@@ -11,6 +11,8 @@ Guarantees:
 - ``commit(batch)`` applies every object's writes in one ``BEGIN IMMEDIATE … COMMIT``; if that
   fails it retries object by object, so one bad object cannot fail the others, and reports which
   failed. WAL with ``synchronous=NORMAL`` survives ``kill -9``; ``FULL`` survives power loss.
+- With a ``Checkpointer`` (every host has one) commits never checkpoint on the caller's thread:
+  the checkpointer's thread does (``checkpoint.py``); a log it flags is rewound at the next commit.
 - The ``objects`` table is the only authority on where an object's data lives (``kind``):
   ``recover()`` deletes object files and rows it does not point to (half-done promotions).
 
