@@ -62,6 +62,7 @@ class Checkpointer:
         self.max_wal_frames = max_wal_frames
         self._watched: dict[Partition, _Log] = {}
         self._dirty: set[Partition] = set()
+        self._dirty_lock = threading.Lock()  # the loop adds while the thread takes the set
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._checkpoints = self._max_frames = self._failures = self._flagged = 0
@@ -85,14 +86,17 @@ class Checkpointer:
 
     def unwatch(self, partition: Partition) -> None:
         """Stop checkpointing ``partition``; returns once no checkpoint of it is running."""
-        self._dirty.discard(partition)
+        with self._dirty_lock:
+            self._dirty.discard(partition)
         wal = self._watched.pop(partition, None)
         if wal is not None:
             wal.close()
 
     def committed(self, partition: Partition) -> None:
-        """The loop committed to ``partition``: checkpoint it at the next pass (never blocks)."""
-        self._dirty.add(partition)
+        """The loop committed to ``partition``: checkpoint it at the next pass (waits at most
+        for the thread to swap the set)."""
+        with self._dirty_lock:
+            self._dirty.add(partition)
 
     def statistics(self) -> CheckpointStatistics:
         return CheckpointStatistics(
@@ -107,7 +111,8 @@ class Checkpointer:
     def run_pass(self) -> None:
         """Checkpoint every partition committed to since the last pass (the thread's work; tests
         call it directly)."""
-        dirty, self._dirty = self._dirty, set()
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
         for partition in dirty:
             wal = self._watched.get(partition)
             if wal is not None:
@@ -119,7 +124,7 @@ class Checkpointer:
             frames = wal.checkpoint()
         except sqlite3.Error:
             self._failures += 1
-            self._dirty.add(partition)  # try again at the next pass
+            self.committed(partition)  # try again at the next pass
             log.warning("checkpoint of partition %d failed", partition.index, exc_info=True)
             return
         self._checkpoints += 1

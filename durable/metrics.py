@@ -198,6 +198,7 @@ class DurableCollector(Collector):
         stats = host.statistics()
         sockets = host.sockets.statistics()
         alarms = host.alarms.statistics()
+        checkpoints = host.checkpointer.statistics()
         objects, size = self._stored(host)
         gauges = {
             "durable_objects_active": ("objects with a live instance", stats.active_objects),
@@ -210,6 +211,9 @@ class DurableCollector(Collector):
             "durable_alarms_pending": ("alarms scheduled", alarms.pending),
             "durable_alarm_lateness_max_seconds": (
                 "largest alarm lateness seen", alarms.lateness_ms_max / 1000),
+            "durable_checkpoint_max_seconds": (
+                "longest WAL checkpoint (on its own thread)", checkpoints.max_ms / 1000),
+            "durable_wal_max_frames": ("longest partition log seen", checkpoints.max_log_frames),
         }  # fmt: skip
         for name, (text, value) in gauges.items():
             yield GaugeMetricFamily(name, text, value)
@@ -219,6 +223,17 @@ class DurableCollector(Collector):
             "durable_resets": ("objects reset", stats.resets),
             "durable_commits": ("group commits", stats.commits),
             "durable_alarms_fired": ("alarm invocations", alarms.fired),
+            "durable_alarms_retried": (
+                "alarm invocations that failed and were retried",
+                alarms.retried,
+            ),
+            "durable_alarms_dropped": ("alarms dropped after their last retry", alarms.dropped),
+            "durable_checkpoints": ("WAL checkpoints of partitions", checkpoints.checkpoints),
+            "durable_checkpoint_failures": ("WAL checkpoints that failed", checkpoints.failures),
+            "durable_wal_rewinds": (
+                "logs rewound by their partition (over the bound)",
+                checkpoints.flagged,
+            ),
             "durable_websocket_messages": ("client messages delivered", sockets.messages),
             "durable_websocket_pushes": ("pushes to gateways", sockets.pushes),
         }
