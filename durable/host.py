@@ -33,6 +33,7 @@ import asyncio
 import inspect
 import logging
 import resource
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -489,7 +490,12 @@ class Host:
         if activation is not None and activation.cache is cache:
             activation.reset(ObjectReset("a storage write failed to commit"))
         # The stored alarm is what stands (an alarm that ran is not cleared): schedule it again.
-        record = cache.partition.record(cache.ns, cache.oid.raw)
+        # Inside flush, before its round finishes: a failing lookup must not strand the waiters.
+        try:
+            record = cache.partition.record(cache.ns, cache.oid.raw)
+        except sqlite3.Error:
+            log.exception("re-reading the alarm of %s after a failed commit failed", cache.oid)
+            return
         if record is not None:
             self.alarms.schedule(cache.oid, record.alarm, record.kind)
 

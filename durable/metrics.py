@@ -224,19 +224,15 @@ class DurableCollector(Collector):
             "durable_commits": ("group commits", stats.commits),
             "durable_alarms_fired": ("alarm invocations", alarms.fired),
             "durable_alarms_retried": (
-                "alarm invocations that failed and were retried",
-                alarms.retried,
-            ),
+                "alarm invocations that failed and were retried", alarms.retried),
             "durable_alarms_dropped": ("alarms dropped after their last retry", alarms.dropped),
             "durable_checkpoints": ("WAL checkpoints of partitions", checkpoints.checkpoints),
             "durable_checkpoint_failures": ("WAL checkpoints that failed", checkpoints.failures),
             "durable_wal_rewinds": (
-                "logs rewound by their partition (over the bound)",
-                checkpoints.flagged,
-            ),
+                "logs rewound by their partition (over the bound)", checkpoints.flagged),
             "durable_websocket_messages": ("client messages delivered", sockets.messages),
             "durable_websocket_pushes": ("pushes to gateways", sockets.pushes),
-        }
+        }  # fmt: skip
         for name, (text, value) in counters.items():
             yield CounterMetricFamily(name, text, value)
 

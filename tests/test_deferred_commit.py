@@ -4,6 +4,7 @@ leaves the alarm to fire again (at-least-once)."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 import durable
 from durable.faults import faults
 from durable.host import DEFERRED_COMMIT, Host
+from durable.partition import Partition
 from durable.testing import VirtualClock
 from tests.conftest import host_of
 
@@ -131,3 +133,24 @@ async def test_close_commits_the_deferred_writes(tmp_path: Path) -> None:
     async with durable.connect(WORKER, data_dir=tmp_path, clock=VirtualClock(2000.0)) as env:
         assert await env.T.get_by_name("a").count() == 1
         assert host_of(env).statistics().pending_alarms == 0
+
+
+async def test_a_failed_commit_still_answers_when_its_alarm_cannot_be_reread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(self: Any, ns: str, oid: bytes) -> None:
+        raise sqlite3.OperationalError("injected: disk I/O error")
+
+    clock = VirtualClock(start=1000.0)
+    async with durable.connect(WORKER, data_dir=tmp_path, clock=clock) as env:
+        stub = env.T.get_by_name("a")
+        await stub.arm(int(clock.now() * 1000) + 60_000)
+        faults.arm("commit.before", fail_commit)
+        monkeypatch.setattr(Partition, "record", unreadable)
+        try:
+            with pytest.raises(durable.ObjectReset):
+                await stub.arm(int(clock.now() * 1000) + 90_000)  # the caller is answered
+        finally:
+            faults.disarm("commit.before")
+            monkeypatch.undo()
+        assert await stub.count() is None
