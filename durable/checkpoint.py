@@ -23,7 +23,8 @@ Does not guarantee: a checkpoint at a particular moment; after a crash the log i
 next open (SQLite's recovery), not by this thread.
 
 On failure: an error of one checkpoint is logged and counted; the partition is tried again at the
-next pass, and its log keeps every commit meanwhile.
+next pass, and its log keeps every commit meanwhile. Settings out of range (``interval`` not > 0,
+``max_wal_frames`` < 1) raise ``InvalidArgument``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from durable.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from durable.partition import Partition
@@ -58,6 +61,11 @@ class Checkpointer:
     """One thread that checkpoints the partitions committed to since its last pass."""
 
     def __init__(self, interval: float = 0.2, max_wal_frames: int = MAX_WAL_FRAMES) -> None:
+        if not interval > 0 or max_wal_frames < 1:
+            raise InvalidArgument(
+                "Checkpointer needs interval > 0 seconds and max_wal_frames >= 1, got "
+                f"{interval!r} and {max_wal_frames!r}"
+            )
         self.interval = interval
         self.max_wal_frames = max_wal_frames
         self._watched: dict[Partition, _Log] = {}

@@ -25,7 +25,7 @@ Does not guarantee: no pause at all: a scheduled full collection stops the loop 
 walks the oldest generation; ``interval`` trades that pause against how long cyclic garbage
 made by user code is kept.
 
-On failure: none; ``gc`` calls do not raise.
+On failure: ``gc`` calls do not raise; an ``interval`` that is not > 0 raises ``InvalidArgument``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass
 
 from durable.clock import Clock, SystemClock, Timer
+from durable.errors import InvalidArgument
 
 log = logging.getLogger("durable.collector")
 
@@ -57,6 +58,8 @@ class Collector:
     """Young generations automatically, the oldest one every ``interval`` seconds."""
 
     def __init__(self, clock: Clock | None = None, interval: float = FULL_INTERVAL) -> None:
+        if not interval > 0:
+            raise InvalidArgument(f"Collector interval must be > 0 seconds, got {interval!r}")
         self.clock = clock or SystemClock()
         self.interval = interval
         self._saved: tuple[int, int, int] | None = None

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from durable.checkpoint import Checkpointer, _Log
+from durable.errors import InvalidArgument
 from durable.partition import ObjectWrites, Partition, StorageKind
 
 
@@ -126,3 +127,9 @@ def test_the_thread_checkpoints_on_its_own(tmp_path: Path) -> None:
         checkpointer.stop()
         p.close()
     assert checkpointer._thread is None
+
+
+@pytest.mark.parametrize(("interval", "frames"), [(0, 10), (-1.0, 10), (float("nan"), 10), (1, 0)])
+def test_settings_out_of_range_are_refused(interval: float, frames: int) -> None:
+    with pytest.raises(InvalidArgument, match="interval > 0 seconds and max_wal_frames >= 1"):
+        Checkpointer(interval, frames)

@@ -86,3 +86,9 @@ async def test_evicted_activations_are_freed_without_the_cyclic_collector(run: R
             assert [r() for r in refs] == [None, None, None]
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("interval", [0, -1.0, float("nan")])
+def test_an_interval_that_is_not_positive_is_refused(interval: float) -> None:
+    with pytest.raises(durable.errors.InvalidArgument, match="interval must be > 0"):
+        Collector(interval=interval)
