@@ -21,6 +21,7 @@ keeps working for code that does not know durable::
     ├── SqlError                        (sqlite3.DatabaseError) a refused or failed sql.exec
     ├── TransactionError                (RuntimeError) misuse of a transaction
     ├── Overloaded                      too many pending events; retry later (HTTP 503)
+    ├── RateLimited                     a caller's rate limit is spent; .retry_after (HTTP 429)
     ├── CpuTimeExceeded                 one event held the loop longer than Limits.cpu_ms
     ├── ObjectReset                     the object was reset while the call was pending
     ├── ConnectionLost                  the link dropped with the call in flight: it may have run
@@ -160,6 +161,24 @@ class Overloaded(DurableError):
         super().__init__(
             f"{what} has {limit} pending events, the most it may queue; "
             "the call was not delivered. Retry later with backoff, or shard the object."
+        )
+
+
+class RateLimited(DurableError):
+    """A caller spent its rate limit (``durable.patterns.RateLimiter``); nothing ran.
+
+    ``retry_after`` is the number of seconds until the call would be allowed. The gateway answers
+    429 with a ``Retry-After`` header (whole seconds, rounded up) and ``retry_after`` in the body.
+    """
+
+    retryable = True
+
+    def __init__(self, what: str, retry_after: float) -> None:
+        self.what = what
+        self.retry_after = retry_after
+        super().__init__(
+            f"Rate limit for {what} reached; retry after {retry_after:.2f} s. Slow down, or raise "
+            "the limit where the RateLimiter is built."
         )
 
 

@@ -16,6 +16,8 @@ traceback):
     404  unknown route (``NotFound``), unknown RPC method (``RpcError``)
     405  method not allowed by the route
     413  request body over ``Worker(max_request_bytes=...)`` (32 MiB): refused before it is read
+    429  ``RateLimited`` (``durable.patterns.RateLimiter``): ``Retry-After`` in whole seconds
+         (rounded up) and ``retry_after`` (float seconds) in the body
     426  a plain HTTP request to a WebSocket route (``UpgradeRequired``)
     500  an unexpected error (``InternalError``, details in the server log), a remote error
     503  ``Overloaded`` or another retryable error, with ``Retry-After: 1``
@@ -51,6 +53,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -70,6 +73,7 @@ from durable.errors import (
     DurableError,
     InvalidArgument,
     Overloaded,
+    RateLimited,
     RequestTooLarge,
     RpcError,
     StorageLimitExceeded,
@@ -125,6 +129,8 @@ def error_response(error: BaseException, path: str | None = None) -> Response:
     if isinstance(error, json.JSONDecodeError):
         message = f"The request body is not valid JSON: {error}."
         return JSONResponse({"error": "MalformedJSON", "message": message}, 400)
+    if isinstance(error, RateLimited):
+        return _rate_limited(error)
     if isinstance(error, DurableError):
         status = _status(error)
         headers = {"Retry-After": "1"} if status == 503 else None
@@ -132,6 +138,13 @@ def error_response(error: BaseException, path: str | None = None) -> Response:
         return JSONResponse(body, status_code=status, headers=headers)
     log.error("unhandled error in a route", exc_info=error)
     return JSONResponse({"error": "InternalError", "message": "see the server log"}, 500)
+
+
+def _rate_limited(error: RateLimited) -> Response:
+    # getattr: a RateLimited rebuilt from a foreign message may lack the attribute.
+    wait = float(getattr(error, "retry_after", 1.0))
+    body = {"error": "RateLimited", "message": str(error), "retry_after": wait}
+    return JSONResponse(body, 429, {"Retry-After": str(max(1, math.ceil(wait)))})
 
 
 def _status(error: DurableError) -> int:
