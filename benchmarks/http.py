@@ -9,12 +9,16 @@ Ray issue adds its configurations the same way. Today:
              generations only): ``durable dev --in-process`` with uvloop (the CLI runs asyncio's
              default loop). Results before 2026-11-23 19:00 ran ``gc.freeze()`` instead.
 ``hello``    a plain Starlette hello world under the same uvicorn settings: the reference point.
+``workerd``  Cloudflare's runtime serving the same workloads (``reference/worker.mjs`` through the
+             pinned npm ``miniflare``, SQLite-backed objects): measured in the same run, because
+             a figure copied from another machine does not travel (workerd ran 3x slower on this
+             Intel than on the AMD where ``workerd-bench.md`` was taken; Python barely moved).
 
 Scenarios (closed loop, ``loadgen/loadgen.mjs``, one keep-alive connection per request in flight,
 the method of ``../shared/reference/workerd-bench.md``):
 
 (a) one object: ``GET /counter/c`` (``examples/counter.py``: get + put, reply after the commit) at
-    1/16/64 connections. Goal: at or above workerd's 1,803 / 2,931 / 3,039 req/s.
+    1/16/64 connections. Goal: at or above workerd's req/s at each level, from the same run.
 (b) 1,000 objects round robin: ``GET /counter/{r}``, r = request index mod 1,000, at 1/16/64.
 (c) WebSockets: ``loadgen/ws_idle.mjs`` opens 9,000 sockets over 9 rooms (objects), then
     ``loadgen/ws_fanout.mjs`` opens 1,000 more to one room: 10,000 open on one gateway. Client 0
@@ -29,7 +33,7 @@ Micro-batching many calls per channel write is the channel's (Ray issue), not me
 The clients share the 2 cores with the server (as in the reference runs): compare ratios within
 one run rather than absolute numbers across runs.
 
-Rerun (from the repo root; ``cd benchmarks/loadgen && npm ci`` once)::
+Rerun (from the repo root; ``npm ci`` once in ``benchmarks/loadgen`` and ``benchmarks/reference``)::
 
     .venv/bin/python benchmarks/http.py            # full, ~3 minutes
     .venv/bin/python benchmarks/http.py --quick    # 2 s per level, 1,000 sockets
@@ -68,8 +72,7 @@ from benchmarks import report  # noqa: E402
 from benchmarks.report import Goal, num  # noqa: E402
 
 LOADGEN = ROOT / "benchmarks" / "loadgen"
-WORKERD_A = {1: 1_803, 16: 2_931, 64: 3_039}  # workerd-bench.md (a), SQLite-backed
-WORKERD_B = {1: 1_381, 16: 2_134, 64: 2_011}
+REFERENCE = ROOT / "benchmarks" / "reference"
 GOAL_WS_P99_MS = 50.0
 CONCURRENCY = (1, 16, 64)
 
@@ -113,6 +116,24 @@ def starlette_hello(port: int, data_dir: Path) -> Server:
     return Server("hello", argv, ("hello",), "plain Starlette hello world, same uvicorn")
 
 
+def workerd_miniflare(port: int, data_dir: Path) -> Server:
+    argv = ["node", str(REFERENCE / "serve.mjs"), "--port", str(port), "--persist", str(data_dir)]
+    return Server("workerd", argv, ("hello", "a", "b", "c"),
+                  "Cloudflare workerd via Miniflare (npm, pinned), SQLite-backed objects",
+                  pids=workerd_pids)  # fmt: skip
+
+
+def workerd_pids(proc: subprocess.Popen[bytes]) -> list[int]:
+    """The workerd process Miniflare started (the server's CPU is there, not in Node)."""
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rpartition(")")[2].split()[1])
+            if ppid == proc.pid and b"workerd" in (entry / "cmdline").read_bytes():
+                return [int(entry.name)]
+    return [proc.pid]
+
+
 def durable_on_ray(
     target: str, scenarios: tuple[str, ...], describe: str
 ) -> Callable[[int, Path], Server]:
@@ -141,6 +162,7 @@ def ray_actor_pids(proc: subprocess.Popen[bytes]) -> list[int]:
 
 CONFIGS: dict[str, Callable[[int, Path], Server]] = {
     "hello": starlette_hello,
+    "workerd": workerd_miniflare,
     "durable": durable_in_process,
     "ray": durable_on_ray("benchmarks.apps:worker", ("a", "b"),
                           "durable serve: Ray host actor with its gateway in-process"),
@@ -383,13 +405,20 @@ def ray_goals(results: dict[str, Any]) -> list[Goal]:
     return out
 
 
+def workerd_rps(results: dict[str, Any], scenario: str) -> dict[int, float]:
+    """workerd's req/s per concurrency for a scenario, measured in this run (empty if not run)."""
+    return {r["concurrency"]: r["rps"] for r in results.get("workerd", {}).get(scenario, [])}
+
+
 def goals(results: dict[str, Any]) -> list[Goal]:
     out = ray_goals(results)
-    a = results.get("durable", {}).get("a")
-    if a:
-        for row in a:
+    reference = workerd_rps(results, "a")
+    for config in ("durable", "ray"):
+        for row in results.get(config, {}).get("a", []):
             c = row["concurrency"]
-            out.append(Goal(f"(a) one object c={c} ≥ workerd", row["rps"], WORKERD_A[c], "req/s"))
+            if c in reference:
+                name = f"{config} (a) one object c={c} ≥ workerd (same run)"
+                out.append(Goal(name, row["rps"], reference[c], "req/s"))
     c_ = results.get("durable", {}).get("c")
     if c_:
         p99 = c_["fanout"]["latencyMs"]["p99"]
@@ -403,7 +432,10 @@ def print_tables(result: dict[str, Any]) -> None:
     for config, out in result["results"].items():
         for scenario in ("hello", "a", "b"):
             for r in out.get(scenario, []):
-                ref = {"a": WORKERD_A, "b": WORKERD_B}.get(scenario, {}).get(r["concurrency"])
+                same = config == "workerd"  # its own row: no reference beside it
+                ref = (
+                    None if same else workerd_rps(result["results"], scenario).get(r["concurrency"])
+                )
                 lat = r["latency_ms"]
                 rows.append((f"{config} ({scenario}) c={r['concurrency']}", num(r["rps"]),
                              num(ref) if ref else "–", f"{lat['p50']:.2f}", f"{lat['p99']:.2f}",
@@ -416,9 +448,10 @@ def print_tables(result: dict[str, Any]) -> None:
         )
     startups = [(c, f"{out['startup_s']:.2f} s") for c, out in result["results"].items()]
     report.print_table("start-up: process start to /healthz 200", ("config", "time"), startups)
-    ws = result["results"].get("durable", {}).get("c")
-    if ws:
-        report.print_table("(c) WebSockets", ("measure", "value"), _ws_rows(ws))
+    for config in ("durable", "workerd"):
+        ws = result["results"].get(config, {}).get("c")
+        if ws:
+            report.print_table(f"(c) WebSockets: {config}", ("measure", "value"), _ws_rows(ws))
     report.print_goals(goals(result["results"]))
 
 
@@ -458,11 +491,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
             for r in out.get(scenario, []):
                 labels.append(f"{config} {scenario} c={r['concurrency']}")
                 heights.append(r["rps"])
-                colors.append(palette[scenario])
-    for c, rps in WORKERD_A.items():
-        labels.append(f"workerd a c={c}")
-        heights.append(rps)
-        colors.append("tab:red")
+                colors.append("tab:red" if config == "workerd" else palette[scenario])
     report.bars(ax[0], labels, heights, "HTTP req/s (closed loop)", "req/s", colors=colors)
     ws = result["results"].get("durable", {}).get("c")
     if ws:
@@ -509,7 +538,6 @@ def main(argv: list[str] | None = None) -> None:
         "meta": report.machine_meta(args={k: v for k, v in vars(args).items() if k != "command"},
                                     sizes=asdict(sizes), loop="uvloop"),
         "results": results,
-        "workerd": {"a": WORKERD_A, "b": WORKERD_B},
     }  # fmt: skip
     result["goals"] = [g.as_dict() for g in goals(results)]
     report.write_json(report.RESULTS / f"{args.output}.json", result)
