@@ -1,15 +1,16 @@
 """The workers the HTTP benchmark serves (importable as ``benchmarks.apps``, also by Ray hosts).
 
-``worker``: the counter of ``examples/counter.py`` (``GET /counter/{name}``) and a broadcast room
-(``/ws/{room}``). ``dedicated``: the same counter with ``placement="dedicated"``, the baseline of
-one Ray actor per object.
+``worker``: the counter of ``examples/counter.py`` (``GET /counter/{name}``; ``GET /rpc/{name}``
+calls its ``increment`` over RPC from the route, as ``reference/worker.mjs`` does on workerd) and a
+broadcast room (``/ws/{room}``). ``dedicated``: the same counter with ``placement="dedicated"``,
+the baseline of one Ray actor per object.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from durable import DurableObject, Request, Worker
+from durable import DurableObject, JSONResponse, Request, Worker
 from examples.counter import Counter
 
 
@@ -33,6 +34,12 @@ def make_worker(placement: str = "packed") -> Worker:
     @worker.route("/counter/{name}")
     async def counter(request: Request, env: Any) -> Any:
         return await env.COUNTER.get_by_name(request.path_params["name"]).fetch(request)
+
+    @worker.route("/rpc/{name}")
+    async def rpc(request: Request, env: Any) -> Any:
+        return JSONResponse(
+            {"n": await env.COUNTER.get_by_name(request.path_params["name"]).increment()}
+        )
 
     @worker.websocket_route("/ws/{room}")
     async def room(websocket: Any, env: Any) -> Any:

@@ -20,6 +20,9 @@ the method of ``../shared/reference/workerd-bench.md``):
 (a) one object: ``GET /counter/c`` (``examples/counter.py``: get + put, reply after the commit) at
     1/16/64 connections. Goal: at or above workerd's req/s at each level, from the same run.
 (b) 1,000 objects round robin: ``GET /counter/{r}``, r = request index mod 1,000, at 1/16/64.
+(rpc) one object through a route that calls ``stub.increment()`` (RPC, not ``fetch``), 1/16/64.
+(cold) new objects: ``GET /counter/cold-<run>-{i}``, every request a name never seen, 16 in
+    flight, no warm-up (workerd-bench.md (c)): objects created per second.
 (c) WebSockets: ``loadgen/ws_idle.mjs`` opens 9,000 sockets over 9 rooms (objects), then
     ``loadgen/ws_fanout.mjs`` opens 1,000 more to one room: 10,000 open on one gateway. Client 0
     sends ``B:<seq>``, the room object's ``websocket_message`` sends it to every socket of the room
@@ -108,7 +111,8 @@ class Server:
 def durable_in_process(port: int, data_dir: Path) -> Server:
     argv = [sys.executable, __file__, "serve", "durable", "--port", str(port),
             "--data-dir", str(data_dir)]  # fmt: skip
-    return Server("durable", argv, ("a", "b", "c"), "in-process Host + gateway, uvloop")
+    return Server("durable", argv, ("a", "b", "rpc", "cold", "c"),
+                  "in-process Host + gateway, uvloop")  # fmt: skip
 
 
 def starlette_hello(port: int, data_dir: Path) -> Server:
@@ -118,7 +122,7 @@ def starlette_hello(port: int, data_dir: Path) -> Server:
 
 def workerd_miniflare(port: int, data_dir: Path) -> Server:
     argv = ["node", str(REFERENCE / "serve.mjs"), "--port", str(port), "--persist", str(data_dir)]
-    return Server("workerd", argv, ("hello", "a", "b", "c"),
+    return Server("workerd", argv, ("hello", "a", "b", "rpc", "cold", "c"),
                   "Cloudflare workerd via Miniflare (npm, pinned), SQLite-backed objects",
                   pids=workerd_pids)  # fmt: skip
 
@@ -135,13 +139,13 @@ def workerd_pids(proc: subprocess.Popen[bytes]) -> list[int]:
 
 
 def durable_on_ray(
-    target: str, scenarios: tuple[str, ...], describe: str
+    target: str, scenarios: tuple[str, ...], describe: str, slots: int = 1
 ) -> Callable[[int, Path], Server]:
     """``durable serve`` on a new local Ray: the gateway runs in the host actor's process."""
 
     def make(port: int, data_dir: Path) -> Server:
         argv = [str(Path(sys.executable).parent / "durable"), "serve", target, "--port",
-                str(port), "--data-dir", str(data_dir), "--slots", "1"]  # fmt: skip
+                str(port), "--data-dir", str(data_dir), "--slots", str(slots)]  # fmt: skip
         return Server(target.rpartition(":")[2], argv, scenarios, describe, pids=ray_actor_pids)
 
     return make
@@ -164,8 +168,10 @@ CONFIGS: dict[str, Callable[[int, Path], Server]] = {
     "hello": starlette_hello,
     "workerd": workerd_miniflare,
     "durable": durable_in_process,
-    "ray": durable_on_ray("benchmarks.apps:worker", ("a", "b"),
+    "ray": durable_on_ray("benchmarks.apps:worker", ("a", "b", "rpc", "cold"),
                           "durable serve: Ray host actor with its gateway in-process"),
+    "ray-2slots": durable_on_ray("benchmarks.apps:worker", ("a", "b"),
+                                 "durable serve, 2 host slots (SO_REUSEPORT gateways)", slots=2),
     "ray-dedicated": durable_on_ray("benchmarks.apps:dedicated", ("a",),
                                     "placement=dedicated: one Ray actor per object, Ray calls"),
 }  # fmt: skip
@@ -305,10 +311,10 @@ def node(script: str, *args: str, timeout: float = 600) -> dict[str, Any]:
 
 
 def http_load(port: int, path: str, pids: list[int], sizes: Sizes, **extra: str) -> list[Any]:
-    args = ["--url", f"http://127.0.0.1:{port}{path}", "--concurrency",
-            ",".join(map(str, CONCURRENCY)), "--duration", str(sizes.duration),
+    options = {"concurrency": ",".join(map(str, CONCURRENCY)), **extra}
+    args = ["--url", f"http://127.0.0.1:{port}{path}", "--duration", str(sizes.duration),
             "--warmup", str(sizes.warmup), "--pids", ",".join(map(str, pids))]  # fmt: skip
-    for key, value in extra.items():
+    for key, value in options.items():
         args += [f"--{key}", value]
     runs: list[dict[str, Any]] = node("loadgen.mjs", *args)["runs"]
     return [
@@ -381,6 +387,11 @@ def run(configs: list[str], scenarios: list[str], sizes: Sizes) -> dict[str, Any
                 out["a"] = http_load(port, "/counter/c", pids, sizes)
             if "b" in wanted:
                 out["b"] = http_load(port, "/counter/{r}", pids, sizes, distinct="1000")
+            if "rpc" in wanted:
+                out["rpc"] = http_load(port, "/rpc/c", pids, sizes)
+            if "cold" in wanted:
+                out["cold"] = http_load(port, f"/counter/cold-{name}-{{i}}", pids,
+                                        replace(sizes, warmup=0.0), concurrency="16")  # fmt: skip
             if "c" in wanted:
                 out["c"] = websockets(port, pids, sizes)
             results[name] = out
@@ -430,7 +441,7 @@ def goals(results: dict[str, Any]) -> list[Goal]:
 def print_tables(result: dict[str, Any]) -> None:
     rows = []
     for config, out in result["results"].items():
-        for scenario in ("hello", "a", "b"):
+        for scenario in ("hello", "a", "b", "rpc", "cold"):
             for r in out.get(scenario, []):
                 same = config == "workerd"  # its own row: no reference beside it
                 ref = (
@@ -485,9 +496,10 @@ def _ws_rows(ws: dict[str, Any]) -> list[tuple[str, str]]:
 def plot(result: dict[str, Any], path: Path) -> None:
     fig, ax = report.figure(1, 3, f"durable gateway benchmark ({result['meta']['when']})")
     labels, heights, colors = [], [], []
-    palette = {"hello": "tab:gray", "a": "tab:blue", "b": "tab:green"}
+    palette = {"hello": "tab:gray", "a": "tab:blue", "b": "tab:green", "rpc": "tab:purple",
+               "cold": "tab:orange"}  # fmt: skip
     for config, out in result["results"].items():
-        for scenario in ("hello", "a", "b"):
+        for scenario in palette:
             for r in out.get(scenario, []):
                 labels.append(f"{config} {scenario} c={r['concurrency']}")
                 heights.append(r["rps"])
@@ -514,7 +526,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     srv.add_argument("--profile", type=Path, help="write a cProfile of the server here")
     parser.add_argument("--quick", action="store_true", help="short levels, 1,000 sockets")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma list of CONFIGS")
-    parser.add_argument("--scenarios", default="hello,a,b,c", help="comma list: hello,a,b,c")
+    parser.add_argument("--scenarios", default="hello,a,b,rpc,cold,c",
+                        help="comma list: hello,a,b,rpc,cold,c")  # fmt: skip
     parser.add_argument("--duration", type=float, help="seconds per concurrency level")
     parser.add_argument("--sockets", type=int, help="sockets open in (c), a tenth in the room")
     parser.add_argument("--output", default="http", help="results/<OUTPUT>.json and .png")

@@ -1,5 +1,5 @@
 // Serves worker.mjs with Miniflare's defaults (SQLite-backed objects, state under --persist) on
-// 127.0.0.1:--port; prints {"ready": true, "port": N} once listening and stops on SIGINT/SIGTERM.
+// 127.0.0.1:--port until SIGINT/SIGTERM (the benchmarks poll /healthz for readiness).
 import { Miniflare } from "miniflare";
 import { fileURLToPath } from "node:url";
 
@@ -21,7 +21,6 @@ const mf = new Miniflare({
   durableObjectsPersist: persist ?? false,
 });
 await mf.ready;
-console.log(JSON.stringify({ ready: true, port }));
 const stop = async () => { await mf.dispose(); process.exit(0); };
 process.on("SIGINT", stop);
 process.on("SIGTERM", stop);
