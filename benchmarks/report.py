@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# ``durable bench --out DIR`` sends every script's JSON and PNG there.
+RESULTS = Path(os.environ.get("DURABLE_BENCH_OUT") or Path(__file__).resolve().parent / "results")
 console = Console(width=None if sys.stdout.isatty() else 120)
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import typer
 import uvicorn
 
+from durable.bench import STUDIES, run_suite
 from durable.collector import Collector
 from durable.connection import connect
 from durable.errors import InvalidArgument
@@ -30,6 +31,7 @@ from durable.gateway import Health, build_app, host_of, server_config
 from durable.worker import Worker, load_worker
 
 app = typer.Typer(add_completion=False, help="Durable Objects for Python.")
+STUDY_NAMES = [study.name for study in STUDIES]
 
 
 def default_target(pyproject: Path = Path("pyproject.toml")) -> str:
@@ -141,6 +143,28 @@ def serve(
 ) -> None:
     """Serve a worker: on a new local Ray, or on the cluster at --address."""
     _run(RunOptions(target, host, port, data_dir, address, in_process, slots, partitions))
+
+
+BENCH_OUT = typer.Option(None, help="results folder (default: benchmarks/results)")
+STUDY_ARGS = typer.Option([], "--study-args", help="NAME=ARGS: extra arguments for one study")
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="short runs (under 10 minutes in all)"),
+    only: str = typer.Option(None, help="comma list of studies: " + ", ".join(STUDY_NAMES)),
+    out: Path = BENCH_OUT,
+    study_args: list[str] = STUDY_ARGS,
+) -> None:
+    """Run the benchmark studies one at a time and write REPORT.md beside their results."""
+    try:
+        report, outcomes = run_suite(quick, only, out, study_args)
+    except InvalidArgument as error:
+        typer.echo(f"durable: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {report}")
+    if not all(o.ok for o in outcomes):
+        raise typer.Exit(1)
 
 
 def main() -> None:

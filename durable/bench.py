@@ -1,0 +1,408 @@
+"""``durable bench``: run the benchmark studies of ``benchmarks/`` and gather them in one report.
+
+Each study is a script in the repository's ``benchmarks/`` folder that measures durable beside its
+references in the same run (Starlette hello world, Cloudflare's workerd through Miniflare, the
+one-Ray-actor-per-object design) and writes ``<name>.json`` and ``<name>.png``. This module runs
+the chosen studies one after another (``--quick`` or full settings), then writes ``REPORT.md``:
+the machine, headline ratios (durable / workerd and durable / hello, from the same run), every
+goal met or not, the shard-count studies, scaling, and what each workload would cost at
+Cloudflare's published Durable Object prices next to the CPU time it used here.
+
+Guarantees:
+- Studies never overlap: the two cores are the measuring instrument, so each study has the
+  machine to itself (apart from its own load generator).
+- A study that fails (non-zero exit, no JSON) is reported with its log's tail and the others still
+  run; REPORT.md is always written; the command exits 1 if any study failed.
+- Every figure in REPORT.md is read from a JSON written in this run (the ``results`` folder of
+  ``--out``); a study not run in this invocation is marked "not run", never filled from an older
+  file.
+
+Does not guarantee: stable absolute numbers. This machine is shared and its CPU model changes
+between sessions (workerd ran 3x slower on one Intel than on the AMD where the reference was
+taken, while Python barely moved): read the ratios, which are taken within one run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from durable.errors import InvalidArgument
+
+PRICES_URL = "https://developers.cloudflare.com/durable-objects/platform/pricing/"
+PRICES_READ = "2026-12-03 (stored copy of the page; Workers Paid plan, beyond included usage)"
+
+
+@dataclass(frozen=True, slots=True)
+class Prices:
+    """Cloudflare Durable Objects list prices (USD), SQLite-backed storage, Workers Paid plan."""
+
+    per_million_requests: float = 0.15  # HTTP requests, RPC calls, alarms; WS messages 20:1
+    per_million_gb_s: float = 12.50  # duration, billed at 128 MB per active object
+    per_million_rows_read: float = 0.001
+    per_million_rows_written: float = 1.00
+    per_gb_month_stored: float = 0.20
+    object_gb: float = 0.128
+
+
+@dataclass(frozen=True, slots=True)
+class Study:
+    """One benchmark script and the arguments of its quick and full runs."""
+
+    name: str  # --only NAME; writes <name>.json and <name>.png
+    script: str  # benchmarks/<script>
+    title: str
+    quick: tuple[str, ...] = ("--quick",)
+    full: tuple[str, ...] = ()
+    timeout_s: float = 1800.0
+
+    def argv(self, root: Path, quick: bool, extra: Sequence[str]) -> list[str]:
+        args = self.quick if quick else self.full
+        return [sys.executable, str(root / "benchmarks" / self.script), *args, *extra]
+
+
+STUDIES: tuple[Study, ...] = (
+    Study("http", "http.py", "HTTP and WebSockets: durable, workerd, hello, one actor per object"),
+    Study("core", "core.py", "Core runtime in process: calls, creation, memory"),
+    Study("alarms", "alarms.py", "Alarms: lateness at 5,000/s, re-arm after restart"),
+    Study("shards", "shards.py", "HashRouter shard counts and a live reshard"),
+    Study(
+        "mission_game", "mission_game.py", "Mining game: original vs sharded, 10 to 1,000 players"
+    ),
+    Study("todos", "todos.py", "TinyBase todo backend: every sharding strategy"),
+)
+
+
+@dataclass
+class Outcome:
+    study: Study
+    seconds: float
+    returncode: int
+    log: Path
+    result: dict[str, Any] | None = field(default=None)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.result is not None
+
+
+def select(only: str | None, studies: Sequence[Study] = STUDIES) -> list[Study]:
+    """The studies named in ``--only`` (comma list), in suite order; all when None."""
+    if not only:
+        return list(studies)
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    known = {s.name for s in studies}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise InvalidArgument(
+            f"unknown study {', '.join(unknown)}; choose from {', '.join(sorted(known))}"
+        )
+    return [s for s in studies if s.name in names]
+
+
+def parse_study_args(pairs: Iterable[str]) -> dict[str, list[str]]:
+    """``["core=--seconds 0.2"]`` → ``{"core": ["--seconds", "0.2"]}`` (extra args per study)."""
+    extra: dict[str, list[str]] = {}
+    for pair in pairs:
+        name, sep, args = pair.partition("=")
+        if not sep or not name:
+            raise InvalidArgument(f"--study-args takes NAME=ARGS, got {pair!r}")
+        extra.setdefault(name, []).extend(args.split())
+    return extra
+
+
+def repository_root(start: Path | None = None) -> Path:
+    """The checkout holding ``benchmarks/`` (the current directory or one of its parents)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "benchmarks" / "report.py").is_file():
+            return folder
+    raise InvalidArgument(
+        "durable bench runs the scripts of the repository's benchmarks/ folder: run it from a "
+        "checkout of durable"
+    )
+
+
+def run_study(study: Study, root: Path, out: Path, quick: bool, extra: Sequence[str]) -> Outcome:
+    """Run one study's script with its results sent to ``out``; never raises for its failure."""
+    log = out / f"{study.name}.log"
+    json_path = out / f"{study.name}.json"
+    json_path.unlink(missing_ok=True)  # a stale file must not pass for this run's
+    env = {**os.environ, "DURABLE_BENCH_OUT": str(out), "COLUMNS": "120"}
+    started = time.perf_counter()
+    with log.open("wb") as sink:
+        try:
+            code = subprocess.run(
+                study.argv(root, quick, extra), cwd=root, env=env, stdout=sink,
+                stderr=subprocess.STDOUT, timeout=study.timeout_s, check=False,
+            ).returncode  # fmt: skip
+        except subprocess.TimeoutExpired:
+            code = -1
+    outcome = Outcome(study, time.perf_counter() - started, code, log)
+    if json_path.is_file():
+        outcome.result = json.loads(json_path.read_text())
+    return outcome
+
+
+# -- the report ------------------------------------------------------------------------------------
+def write_report(outcomes: Sequence[Outcome], out: Path, quick: bool) -> Path:
+    sections = [
+        _header(outcomes, quick),
+        _headlines(outcomes),
+        _goals(outcomes),
+        _shard_studies(outcomes),
+        _scaling(outcomes),
+        _costs(outcomes),
+        _studies(outcomes),
+    ]
+    path = out / "REPORT.md"
+    path.write_text("\n\n".join(s for s in sections if s) + "\n")
+    return path
+
+
+def _table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None or value != value:
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _figure(value: float) -> str:
+    """Two decimals for small figures (ratios, ms), none for large ones (req/s)."""
+    return _num(value, 2 if abs(value) < 100 else 0)
+
+
+def _find(outcomes: Sequence[Outcome], name: str) -> dict[str, Any] | None:
+    return next((o.result for o in outcomes if o.study.name == name and o.result), None)
+
+
+def _header(outcomes: Sequence[Outcome], quick: bool) -> str:
+    meta: dict[str, Any] = next((o.result.get("meta", {}) for o in outcomes if o.result), {})
+    total = sum(o.seconds for o in outcomes)
+    rows = [
+        ("when", meta.get("when", "–")),
+        ("CPU", f"{meta.get('cpu_model', '–')} ({meta.get('cpus_usable', '–')} usable)"),
+        ("memory", f"{_num(meta.get('mem_total_kib', 0) / 1048576, 1)} GiB"),
+        ("Python / SQLite", f"{meta.get('python', '–')} / {meta.get('sqlite', '–')}"),
+        ("git commit", meta.get("git_commit", "–")),
+        ("settings", "--quick" if quick else "full"),
+        ("wall time", f"{total / 60:.1f} min"),
+    ]
+    runs = [
+        (o.study.name, o.study.title, f"{o.seconds:.0f} s", "ok" if o.ok else _failure(o))
+        for o in outcomes
+    ]
+    return "\n\n".join(
+        [
+            "# durable benchmark report",
+            "Every figure below was measured in this run, on this machine, with the reference "
+            "beside it: compare the ratios, not the absolute numbers with another report.",
+            _table(("", ""), rows),
+            _table(("study", "what", "time", "result"), runs),
+        ]
+    )
+
+
+def _failure(outcome: Outcome) -> str:
+    tail = outcome.log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+    return f"FAILED (exit {outcome.returncode}: {tail[0][:120]}; see {outcome.log.name})"
+
+
+def _rps(results: dict[str, Any], config: str, scenario: str, c: int) -> float | None:
+    for row in results.get(config, {}).get(scenario, []):
+        if row["concurrency"] == c:
+            return float(row["rps"])
+    return None
+
+
+HEADLINE_SCENARIOS = (("a", 64, "one object"), ("b", 64, "1,000 objects"),
+                      ("rpc", 64, "RPC, one object"), ("cold", 16, "new objects"))  # fmt: skip
+DURABLE_CONFIGS = ("durable", "ray", "ray-2slots", "ray-dedicated")
+
+
+def _headlines(outcomes: Sequence[Outcome]) -> str:
+    http = _find(outcomes, "http")
+    if http is None:
+        return "## Headlines\n\nThe http study was not run: no durable / workerd ratios."
+    results = http["results"]
+    hello = _rps(results, "hello", "hello", 64)
+    rows = []
+    for scenario, c, what in HEADLINE_SCENARIOS:
+        workerd = _rps(results, "workerd", scenario, c)
+        for config in DURABLE_CONFIGS:
+            mine = _rps(results, config, scenario, c)
+            if mine is None:
+                continue
+            rows.append((
+                f"{what} (c={c})", config, _num(mine), _num(workerd),
+                _ratio(mine, workerd), _ratio(mine, hello),
+            ))  # fmt: skip
+    return "\n\n".join([
+        "## Headlines: durable / workerd and durable / hello, same run",
+        f"Starlette hello world at c=64: {_num(hello)} req/s. workerd is Cloudflare's runtime "
+        "(npm `miniflare`, pinned in `benchmarks/reference/`) serving the same workloads; "
+        "`ray-dedicated` is the naive design (one Ray actor per object).",
+        _table(("workload", "durable config", "req/s", "workerd req/s", "÷ workerd", "÷ hello"),
+               rows),
+    ])  # fmt: skip
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}×" if a is not None and b else "–"
+
+
+def _goals(outcomes: Sequence[Outcome]) -> str:
+    rows = []
+    for o in outcomes:
+        for goal in (o.result or {}).get("goals", []):
+            sign = "≥" if goal.get("at_least", True) else "≤"
+            verdict = "**met**" if goal.get("met") else "not met"
+            rows.append((o.study.name, goal["name"], f"{_figure(goal['measured'])} {goal['unit']}",
+                         f"{sign} {_figure(goal['target'])}", verdict))  # fmt: skip
+    if not rows:
+        return "## Goals\n\nNo study reported goals in this run."
+    met = sum(r[-1] == "**met**" for r in rows)
+    return "\n\n".join([
+        f"## Goals ({met} of {len(rows)} met)",
+        "Each goal of the issues, with the figure measured in this run; goals stated against "
+        "workerd compare with workerd measured in the same run.",
+        _table(("study", "goal", "measured", "target", "verdict"), rows),
+    ])  # fmt: skip
+
+
+def _shard_studies(outcomes: Sequence[Outcome]) -> str:
+    parts = ["## Shard-count studies"]
+    for name in ("shards", "mission_game", "todos"):
+        result = _find(outcomes, name)
+        if result is None:
+            parts.append(f"`{name}`: not run in this invocation.")
+            continue
+        parts.append(f"### {name}\n\n![{name}]({name}.png)")
+        knees = result.get("knees")
+        if isinstance(knees, dict) and knees:
+            parts.append(_table(("configuration", "knee"), sorted(knees.items())))
+        claims = result.get("claims")
+        if isinstance(claims, list) and claims:
+            rows = [(c["claim"], c["measured"], c["holds"]) for c in claims]
+            parts.append(_table(("claim", "measured", "holds"), rows))
+    return "\n\n".join(parts)
+
+
+def _scaling(outcomes: Sequence[Outcome]) -> str:
+    http = _find(outcomes, "http")
+    rows = []
+    if http is not None:
+        for scenario, c, what in HEADLINE_SCENARIOS[:2]:
+            one = _rps(http["results"], "ray", scenario, c)
+            two = _rps(http["results"], "ray-2slots", scenario, c)
+            rows.append((f"{what} (c={c})", _num(one), _num(two), _ratio(two, one)))
+    return "\n\n".join([
+        "## Scaling: host slots and nodes",
+        _table(("workload", "1 slot req/s", "2 slots req/s", "2 ÷ 1"), rows) if rows else
+        "The http study was not run.",
+        "What 2 cores allow: the load generator, the gateway and the objects share two cores, "
+        "so a second host slot competes with the load generator for the same CPU; DESIGN §2 "
+        "expects no gain here and the figure above is the check. A simulated three-node Ray "
+        "cluster is not measured yet: the channel does not cross nodes until issue #16 (slots "
+        "open only Unix sockets), and three simulated nodes on this machine would still share "
+        "these two cores.",
+    ])  # fmt: skip
+
+
+def cost_per_million(rps: float, objects: int, concurrency: int, reads: float, writes: float,
+                     prices: Prices = Prices()) -> float:  # fmt: skip
+    """USD per million requests on Cloudflare for a closed-loop workload at ``rps``.
+
+    Duration: ``min(objects, concurrency)`` objects are active for the whole run (Cloudflare
+    bills an active object's wall time at 128 MB, shared by its concurrent requests), so each
+    request costs ``object_gb * min(objects, concurrency) / rps`` GB-s.
+    >>> round(cost_per_million(1000, 1, 64, 1, 1), 4)
+    1.1526
+    """
+    gb_s = prices.object_gb * min(objects, concurrency) / rps * 1e6
+    rows = reads * prices.per_million_rows_read + writes * prices.per_million_rows_written
+    return prices.per_million_requests + gb_s * prices.per_million_gb_s / 1e6 + rows
+
+
+COST_WORKLOADS = (("a", 64, 1, "one object, get + put"), ("b", 64, 1000, "1,000 objects"),
+                  ("rpc", 64, 1, "RPC, get + put"), ("cold", 16, 10**9, "new objects"))  # fmt: skip
+
+
+def _costs(outcomes: Sequence[Outcome]) -> str:
+    http = _find(outcomes, "http")
+    head = (
+        "## Cost at Cloudflare's prices\n\n"
+        f"Prices from {PRICES_URL}, read {PRICES_READ}: $0.15 per million requests, $12.50 per "
+        "million GB-s of duration (128 MB per active object), $0.001 per million rows read, "
+        "$1.00 per million rows written, $0.20 per GB-month stored. Each counter request reads "
+        "and writes one row. Beside it, the server CPU time one million requests took here "
+        "(durable's process, or workerd's) from the same run."
+    )
+    if http is None:
+        return head + "\n\nThe http study was not run."
+    rows = []
+    for scenario, c, objects, what in COST_WORKLOADS:
+        for config in ("workerd", "durable", "ray"):
+            row = next((r for r in http["results"].get(config, {}).get(scenario, [])
+                        if r["concurrency"] == c), None)  # fmt: skip
+            if row is None or not row["rps"]:
+                continue
+            dollars = cost_per_million(row["rps"], objects, c, 1, 1)
+            cpu = row.get("server_cpu_us_per_request")
+            rows.append((what, config, _num(row["rps"]), f"${dollars:.2f}",
+                         f"{_num(cpu)} µs" if cpu else "–",
+                         f"{cpu:.0f} CPU-s" if cpu else "–"))  # fmt: skip
+    return head + "\n\n" + _table(
+        ("workload", "server", "req/s", "Cloudflare $ / million", "CPU per request here",
+         "CPU-s per million here"), rows,
+    )  # fmt: skip
+
+
+def _studies(outcomes: Sequence[Outcome]) -> str:
+    parts = ["## Plots"]
+    for o in outcomes:
+        if o.result is not None and (o.log.parent / f"{o.study.name}.png").is_file():
+            parts.append(f"### {o.study.title}\n\n![{o.study.name}]({o.study.name}.png)")
+    return "\n\n".join(parts)
+
+
+# -- the command -----------------------------------------------------------------------------------
+def run_suite(
+    quick: bool, only: str | None, out: Path | None, study_args: Sequence[str] = ()
+) -> tuple[Path, list[Outcome]]:
+    """Run the chosen studies one at a time with a progress bar; write and return REPORT.md."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    root = repository_root()
+    studies = select(only)
+    extra = parse_study_args(study_args)
+    unknown = sorted(set(extra) - {s.name for s in studies})
+    if unknown:
+        raise InvalidArgument(f"--study-args names a study not run: {', '.join(unknown)}")
+    out = (out or root / "benchmarks" / "results").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+               "{task.total}"), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns) as progress:
+        bar = progress.add_task("benchmarks", total=len(studies))
+        for study in studies:
+            progress.update(bar, description=f"{study.name}: {study.title}")
+            outcome = run_study(study, root, out, quick, extra.get(study.name, ()))
+            outcomes.append(outcome)
+            status = "ok" if outcome.ok else "[red]failed[/]"
+            progress.console.print(f"{study.name}: {status} in {outcome.seconds:.0f} s")
+            progress.advance(bar)
+    return write_report(outcomes, out, quick), outcomes
