@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: dev test check test-tools
+.PHONY: dev test check test-tools vendor
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,17 @@ dev: $(STAMP)
 test-tools: $(STAMP)
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	test -d benchmarks/loadgen/node_modules || (cd benchmarks/loadgen && npm ci --silent)
+	$(MAKE) vendor
+
+# The todo page's TinyBase modules, copied from the npm package (generated, not committed).
+TINYBASE := tests/todos/js/node_modules/tinybase/min
+VENDOR   := examples/todos/web/vendor/tinybase
+vendor:
+	test -d tests/todos/js/node_modules || (cd tests/todos/js && npm ci --silent)
+	mkdir -p $(VENDOR)/mergeable-store $(VENDOR)/synchronizers/synchronizer-ws-client
+	cp $(TINYBASE)/mergeable-store/index.js $(VENDOR)/mergeable-store/index.js
+	cp $(TINYBASE)/synchronizers/synchronizer-ws-client/index.js \
+	   $(VENDOR)/synchronizers/synchronizer-ws-client/index.js
 
 check: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -1,0 +1,621 @@
+"""Todo backend benchmark: simulated TinyBase users saving and loading, rooms syncing, for every
+sharding strategy, every migration strategy and the seed's single ``default-store``.
+
+For each configuration a real server runs in a subprocess (``durable serve
+examples.todos.app:worker --in-process`` with the configuration's environment variables) and:
+
+(a) ``users``: ``Sizes.users`` users (1,000), ``Sizes.concurrency`` at a time, each doing
+    ``Sizes.rounds`` rounds of what the Remote Persister does: ``GET load`` (with
+    ``If-None-Match``), add a todo, ``POST save`` (the whole list, ``Sizes.todos`` todos),
+    ``HEAD load`` (the auto-load poll, 304). Throughput (requests/s) and p50/p95 latency per
+    operation, measured by the client (httpx in this process: its own time is included).
+    Migration configurations start from a ``default-store`` filled by a ``SHARDING=single`` run
+    on the same data dir, and migrate (``POST /admin/migrate``; flag: rollout 50 % then 100 %)
+    while the users run.
+(b) ``rooms``, at the same time: ``Sizes.rooms`` rooms (100) with two real TinyBase clients
+    each (``todos_rooms.mjs``, tinybase@10.0.1 from ``tests/todos/js/node_modules``); one client
+    of each room makes ``Sizes.edits`` edits; convergence is from ``setRow`` to the row in the
+    other client. p50/p95 convergence.
+(c) storage per object after (a): ``todos_object_storage_bytes`` from ``/metrics``.
+(d) ``fill``: ``single`` against ``user``: ``Sizes.fill_users`` users each save a list of
+    ``Sizes.fill_kib`` KiB under ``STORAGE_LIMIT_BYTES = Sizes.limit_bytes`` (128 MiB, the
+    Cloudflare limit): the single object answers 507 once it is full, per-user objects never.
+(e) ``burst``: ``single`` against ``user``: ``Sizes.burst`` saves of different users sent at
+    once; one object queues all of them (``Limits.max_pending_events`` = 1,000: 503 past it),
+    per-user objects one each. Statuses and p50/p95.
+
+Goals (issue 14): per-user sharding at 1,000 users with save and load p95 ≤ 50 ms and
+convergence p95 ≤ 200 ms; the single store shown hitting its limits (507s in (d)).
+
+Rerun (from the repo root; needs ``make test``'s ``tests/todos/js/node_modules``)::
+
+    .venv/bin/python benchmarks/todos.py            # full sizes, about 10 minutes
+    .venv/bin/python benchmarks/todos.py --tiny     # seconds: the smoke test's sizes
+
+Writes ``benchmarks/results/todos.json`` and ``todos.png`` (``--output NAME`` for another name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+# Run as a script: find durable and benchmarks, and not benchmarks/http.py in place of the stdlib.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+
+import httpx  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from benchmarks import report  # noqa: E402
+from benchmarks.report import Goal, num, percentile  # noqa: E402
+
+DURABLE = Path(sys.executable).parent / "durable"
+CONFIGS: dict[str, dict[str, str]] = {
+    "single": {"SHARDING": "single"},
+    "user": {"SHARDING": "user"},
+    "org": {"SHARDING": "org"},
+    "feature": {"SHARDING": "feature"},
+    "hybrid": {"SHARDING": "hybrid"},
+    "big_bang": {"SHARDING": "user", "MIGRATION": "big_bang"},
+    "lazy": {"SHARDING": "user", "MIGRATION": "lazy"},
+    "flag": {"SHARDING": "user", "MIGRATION": "flag", "ROLLOUT": "0"},
+}
+ORG = "bench"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    users: int = 1000
+    rounds: int = 3
+    concurrency: int = 32
+    todos: int = 20
+    rooms: int = 100
+    edits: int = 10
+    fill_users: int = 800
+    fill_kib: int = 200
+    limit_bytes: int = 128 * 2**20
+    burst: int = 2000
+
+
+TINY = Sizes(
+    users=12,
+    rounds=2,
+    concurrency=4,
+    todos=5,
+    rooms=3,
+    edits=2,
+    fill_users=12,
+    fill_kib=40,
+    limit_bytes=256 * 1024,
+    burst=40,
+)
+
+
+# -- a server ------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def serving(
+    data_dir: Path, env: dict[str, str], connections: int = 256
+) -> AsyncIterator[httpx.AsyncClient]:
+    """``durable serve`` of the todo app on a free port; yields a client once /healthz is 200."""
+    port = free_port()
+    settings = {
+        "RATE_PER_MINUTE": "1e9",
+        "RATE_BURST": "1e9",
+        "BACKUP_CRON": "0 0 1 1 *",
+        "DATABASE_URL": f"sqlite:///{data_dir.parent / 'todos.db'}",
+        **env,
+    }
+    argv = [
+        str(DURABLE),
+        "serve",
+        "examples.todos.app:worker",
+        "--in-process",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
+    proc = subprocess.Popen(
+        argv,
+        env={**os.environ, **settings},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60
+        ) as client:
+            await _healthy(client, proc)
+            yield client
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _healthy(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(600):  # 60 s at most
+        if proc.poll() is not None:
+            stderr = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"server exited with {proc.returncode}: {stderr[-2000:]}")
+        try:
+            if (await client.get("/healthz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError("server never became healthy")
+
+
+# -- (a) users -----------------------------------------------------------------------------------
+def body(user: str, todos: int, extra: int = 0) -> bytes:
+    rows = {
+        f"t{i}": {"text": f"{user} todo {i} " + "x" * extra, "done": i % 3 == 0}
+        for i in range(todos)
+    }
+    return json.dumps([{"todos": rows}, {"owner": user}], separators=(",", ":")).encode()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.statuses: Counter[str] = Counter()
+
+    async def timed(self, op: str, request: Awaitable[httpx.Response]) -> httpx.Response:
+        start = time.perf_counter()
+        response = await request
+        self.latency[op].append(time.perf_counter() - start)
+        self.statuses[f"{op} {response.status_code}"] += 1
+        return response
+
+    def summary(self, seconds: float) -> dict[str, Any]:
+        total = sum(len(v) for v in self.latency.values())
+        ops = {
+            op: {
+                "n": len(v),
+                "p50_ms": percentile(sorted(v), 50) * 1e3,
+                "p95_ms": percentile(sorted(v), 95) * 1e3,
+            }
+            for op, v in self.latency.items()
+        }
+        errors = sum(n for k, n in self.statuses.items() if int(k.split()[1]) >= 500)
+        return {
+            "requests": total,
+            "seconds": seconds,
+            "rps": total / seconds,
+            "ops": ops,
+            "statuses": dict(self.statuses),
+            "errors": errors,
+        }
+
+
+def base_path(config: str, user: str) -> str:
+    return f"/api/{ORG}/users/{user}" if config == "org" else f"/api/{user}"
+
+
+async def one_round(
+    client: httpx.AsyncClient,
+    rec: Recorder,
+    path: str,
+    user: str,
+    todos: int,
+    etags: dict[str, str],
+) -> None:
+    """What one Remote Persister client does per change: load, save the whole list, poll."""
+    headers = {"If-None-Match": etags[user]} if user in etags else {}
+    await rec.timed("load", client.get(path + "/load", headers=headers))
+    saved = await rec.timed("save", client.post(path + "/save", content=body(user, todos)))
+    etags[user] = saved.headers.get("etag", "")
+    await rec.timed("poll", client.head(path + "/load", headers={"If-None-Match": etags[user]}))
+
+
+async def users_phase(client: httpx.AsyncClient, config: str, sizes: Sizes) -> dict[str, Any]:
+    users = [f"user{i:05d}" for i in range(sizes.users)]
+    if config == "org":
+        await asyncio.gather(*(client.put(f"/api/{ORG}/members/{u}") for u in users))
+    work = [(r, u) for r in range(sizes.rounds) for u in random.Random(1).sample(users, len(users))]
+    rec, etags = Recorder(), {}
+
+    async def worker() -> None:
+        while work:
+            round_, user = work.pop()
+            await one_round(client, rec, base_path(config, user), user, sizes.todos + round_, etags)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(sizes.concurrency)))
+    return rec.summary(time.perf_counter() - start)
+
+
+async def seed_single(data_dir: Path, sizes: Sizes) -> None:
+    """The migrations' starting point: every user's list in ``default-store``."""
+    async with serving(data_dir, {"SHARDING": "single"}) as client:
+        users = [f"user{i:05d}" for i in range(sizes.users)]
+        for start in range(0, len(users), 64):
+            await asyncio.gather(
+                *(
+                    client.post(f"/api/{u}/save", content=body(u, sizes.todos))
+                    for u in users[start : start + 64]
+                )
+            )
+
+
+async def migrate(client: httpx.AsyncClient, config: str) -> dict[str, Any]:
+    """Run the configuration's migration to the end while the users keep going."""
+    start = time.perf_counter()
+    steps = [50, 100] if config == "flag" else [None]
+    for percent in steps:
+        if percent is not None:
+            await client.post("/admin/rollout", json={"percent": percent})
+        await client.post("/admin/migrate")
+        status = await _until_swept(client)
+    return {"seconds": time.perf_counter() - start, **status}
+
+
+async def _until_swept(client: httpx.AsyncClient) -> dict[str, Any]:
+    for _ in range(36_000):  # an hour at most
+        status: dict[str, Any] = (await client.get("/admin/migration")).json()
+        if status["phase"] != "copying":
+            return status
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the migration did not finish")
+
+
+# -- (b) rooms, (c) storage ------------------------------------------------------------------------
+async def rooms_phase(ws_base: str, sizes: Sizes) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(ROOT / "benchmarks" / "todos_rooms.mjs"),
+        ws_base,
+        str(sizes.rooms),
+        str(sizes.edits),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"todos_rooms.mjs failed: {err.decode()[-2000:]}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    times = sorted(result.pop("convergence_ms"))
+    return {
+        **result,
+        "edits": len(times),
+        "p50_ms": percentile(times, 50),
+        "p95_ms": percentile(times, 95),
+        "max_ms": times[-1] if times else None,
+    }
+
+
+async def storage(client: httpx.AsyncClient, data_dir: Path) -> dict[str, Any]:
+    text = (await client.get("/metrics")).text
+    sizes = [
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "todos_object_storage_bytes"
+    ]
+    on_disk, files = report.dir_bytes(data_dir)
+    return {
+        "objects": len(sizes),
+        "max_object_bytes": max(sizes, default=0),
+        "mean_object_bytes": sum(sizes) / len(sizes) if sizes else 0,
+        "data_dir_bytes": on_disk,
+        "data_dir_files": files,
+    }
+
+
+async def run_config(config: str, sizes: Sizes, tmp: Path) -> dict[str, Any]:
+    data_dir = tmp / config / "data"
+    migrating = "MIGRATION" in CONFIGS[config]
+    if migrating:
+        await seed_single(data_dir, sizes)
+    async with serving(data_dir, CONFIGS[config]) as client:
+        ws_base = str(client.base_url).replace("http://", "ws://").rstrip("/")
+        jobs: list[Awaitable[Any]] = [
+            users_phase(client, config, sizes),
+            rooms_phase(ws_base, sizes),
+        ]
+        if migrating:
+            jobs.append(migrate(client, config))
+        users, rooms, *migration = await asyncio.gather(*jobs)
+        stored = await storage(client, data_dir)
+    report.console.print(
+        f"{config}: {num(users['rps'])} req/s, rooms p95 {num(rooms['p95_ms'], 1)} ms"
+    )
+    return {
+        "config": config,
+        "env": CONFIGS[config],
+        "users": users,
+        "rooms": rooms,
+        "storage": stored,
+        "migration": migration[0] if migration else None,
+    }
+
+
+# -- (d) the single store's storage limit --------------------------------------------------------
+async def fill_phase(config: str, sizes: Sizes, tmp: Path) -> dict[str, Any]:
+    env = {**CONFIGS[config], "STORAGE_LIMIT_BYTES": str(sizes.limit_bytes)}
+    rec = Recorder()
+    first_refusal: int | None = None
+    async with serving(tmp / f"fill-{config}" / "data", env) as client:
+        for i in range(sizes.fill_users):
+            user = f"filler{i:05d}"
+            raw = body(user, 10, extra=sizes.fill_kib * 1024 // 10)
+            response = await rec.timed("save", client.post(f"/api/{user}/save", content=raw))
+            if response.status_code == 507 and first_refusal is None:
+                first_refusal = i
+                message = response.json()["message"]
+    saved = rec.statuses.get("save 200", 0)
+    return {
+        "config": config,
+        "saved": saved,
+        "refused_507": rec.statuses.get("save 507", 0),
+        "first_507_after_users": first_refusal,
+        "list_bytes": len(raw),
+        "first_507_message": message if first_refusal is not None else None,
+        "save_p95_ms": percentile(sorted(rec.latency["save"]), 95) * 1e3,
+    }
+
+
+# -- (e) a burst: every user saves at once ---------------------------------------------------------
+async def burst_phase(config: str, sizes: Sizes, tmp: Path) -> dict[str, Any]:
+    """``Sizes.burst`` saves of different users sent at once: one object queues them all (503
+    ``Overloaded`` past ``Limits.max_pending_events``), per-user objects one each."""
+    rec = Recorder()
+    async with serving(tmp / f"burst-{config}" / "data", CONFIGS[config], sizes.burst) as client:
+        users = [f"burst{i:05d}" for i in range(sizes.burst)]
+        start = time.perf_counter()
+        await asyncio.gather(
+            *(rec.timed("save", client.post(f"/api/{u}/save", content=body(u, 5))) for u in users)
+        )
+        seconds = time.perf_counter() - start
+    ordered = sorted(rec.latency["save"])
+    return {
+        "config": config,
+        "requests": len(users),
+        "seconds": seconds,
+        "statuses": dict(rec.statuses),
+        "p50_ms": percentile(ordered, 50) * 1e3,
+        "p95_ms": percentile(ordered, 95) * 1e3,
+    }
+
+
+# -- report --------------------------------------------------------------------------------------
+def goals(result: dict[str, Any]) -> list[Goal]:
+    by = {r["config"]: r for r in result["configs"]}
+    out = []
+    if "user" in by:
+        ops = by["user"]["users"]["ops"]
+        users = result["sizes"]["users"]
+        out += [
+            Goal(
+                f"user sharding, {users} users: save p95",
+                ops["save"]["p95_ms"],
+                50,
+                "ms",
+                at_least=False,
+            ),
+            Goal(
+                f"user sharding, {users} users: load p95",
+                ops["load"]["p95_ms"],
+                50,
+                "ms",
+                at_least=False,
+            ),
+            Goal(
+                "rooms: convergence p95", by["user"]["rooms"]["p95_ms"], 200, "ms", at_least=False
+            ),
+        ]
+    fills = {f["config"]: f for f in result["fill"]}
+    if "single" in fills:
+        out.append(
+            Goal(
+                "single default-store: saves refused with 507 at its limit",
+                fills["single"]["refused_507"],
+                1,
+                "saves",
+            )
+        )
+    return out
+
+
+def print_tables(result: dict[str, Any]) -> None:
+    rows = []
+    for r in result["configs"]:
+        ops, rooms, stored = r["users"]["ops"], r["rooms"], r["storage"]
+        migration = r["migration"]
+        rows.append(
+            (
+                r["config"],
+                num(r["users"]["rps"]),
+                *(
+                    f"{num(ops[o]['p50_ms'], 1)} / {num(ops[o]['p95_ms'], 1)}"
+                    for o in ("save", "load", "poll")
+                ),
+                f"{num(rooms['p50_ms'], 1)} / {num(rooms['p95_ms'], 1)}",
+                num(stored["max_object_bytes"]),
+                num(r["users"]["errors"]),
+                "–" if migration is None else f"{num(migration['seconds'], 1)} s",
+            )
+        )
+    report.print_table(
+        f"(a)–(c) {result['sizes']['users']} users × {result['sizes']['rounds']} rounds, "
+        f"{result['sizes']['rooms']} rooms",
+        (
+            "config",
+            "req/s",
+            "save p50/p95 ms",
+            "load p50/p95 ms",
+            "poll p50/p95 ms",
+            "converge p50/p95 ms",
+            "max object B",
+            "5xx",
+            "migration",
+        ),
+        rows,
+    )
+    print_limits(result)
+    report.print_goals(Goal(**{k: v for k, v in g.items() if k != "met"}) for g in result["goals"])
+
+
+def print_limits(result: dict[str, Any]) -> None:
+    report.print_table(
+        "(d) filling one object vs one per user",
+        ("config", "saved", "507s", "first 507 after", "save p95 ms"),
+        [
+            (
+                f["config"],
+                num(f["saved"]),
+                num(f["refused_507"]),
+                num(f["first_507_after_users"]),
+                num(f["save_p95_ms"], 1),
+            )
+            for f in result["fill"]
+        ],
+    )
+    report.print_table(
+        f"(e) {result['sizes']['burst']} saves of different users at once",
+        ("config", "statuses", "seconds", "save p50 ms", "save p95 ms"),
+        [
+            (
+                b["config"],
+                ", ".join(f"{k}: {v}" for k, v in sorted(b["statuses"].items())),
+                num(b["seconds"], 2),
+                num(b["p50_ms"], 1),
+                num(b["p95_ms"], 1),
+            )
+            for b in result["burst"]
+        ],
+    )
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    fig, axes = report.figure(3, 3, "TinyBase todo backend: sharding and migration strategies")
+    rows = result["configs"]
+    labels = [r["config"] for r in rows]
+    report.bars(axes[0], labels, [r["users"]["rps"] for r in rows], "(a) throughput", "req/s")
+    report.bars(
+        axes[1],
+        labels,
+        [r["users"]["ops"]["save"]["p95_ms"] for r in rows],
+        "(a) save p95",
+        "ms",
+        reference=(50, "goal 50 ms"),
+    )
+    report.bars(
+        axes[2],
+        labels,
+        [r["users"]["ops"]["load"]["p95_ms"] for r in rows],
+        "(a) load p95",
+        "ms",
+        reference=(50, "goal 50 ms"),
+    )
+    report.bars(
+        axes[3],
+        labels,
+        [r["rooms"]["p95_ms"] for r in rows],
+        "(b) convergence p95",
+        "ms",
+        reference=(200, "goal 200 ms"),
+    )
+    report.bars(
+        axes[4],
+        labels,
+        [r["storage"]["max_object_bytes"] for r in rows],
+        "(c) largest object",
+        "bytes",
+        log=True,
+    )
+    fills = result["fill"]
+    report.bars(
+        axes[5],
+        [f"{f['config']} 507s" for f in fills] + [f"{f['config']} saved" for f in fills],
+        [f["refused_507"] for f in fills] + [f["saved"] for f in fills],
+        f"(d) {result['sizes']['fill_users']} lists of {result['sizes']['fill_kib']} KiB, "
+        f"limit {result['sizes']['limit_bytes'] // 2**20} MiB",
+        "saves",
+        colors=["tab:red"] * len(fills) + ["tab:green"] * len(fills),
+    )
+    bursts = result["burst"]
+    report.bars(
+        axes[6],
+        [b["config"] for b in bursts],
+        [b["p95_ms"] for b in bursts],
+        f"(e) {result['sizes']['burst']} saves at once: p95",
+        "ms",
+    )
+    refused = [sum(n for k, n in b["statuses"].items() if not k.endswith(" 200")) for b in bursts]
+    report.bars(
+        axes[7],
+        [b["config"] for b in bursts],
+        refused,
+        "(e) refused (503)",
+        "saves",
+        colors=["tab:red"] * len(bursts),
+    )
+    axes[8].axis("off")
+    report.save(fig, path)
+
+
+async def run(configs: list[str], sizes: Sizes) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="durable-todos-") as tmp:
+        results = [await run_config(c, sizes, Path(tmp)) for c in configs]
+        fill = [await fill_phase(c, sizes, Path(tmp)) for c in ("single", "user")]
+        burst = [await burst_phase(c, sizes, Path(tmp)) for c in ("single", "user")]
+    return {"configs": results, "fill": fill, "burst": burst}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="a few users and rooms: seconds")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma list of configs")
+    parser.add_argument("--users", type=int, help="override Sizes.users")
+    parser.add_argument("--output", default="todos", help="results file name (without suffix)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    sizes = TINY if args.tiny else Sizes()
+    if args.users:
+        sizes = Sizes(**{**asdict(sizes), "users": args.users})
+    configs = [c for c in args.configs.split(",") if c]
+    unknown = set(configs) - set(CONFIGS)
+    if unknown:
+        raise SystemExit(f"unknown configs {sorted(unknown)}; known: {', '.join(CONFIGS)}")
+    result = asyncio.run(run(configs, sizes))
+    payload = {"meta": report.machine_meta(args=vars(args)), "sizes": asdict(sizes), **result}
+    payload["goals"] = [g.as_dict() for g in goals(payload)]
+    print_tables(payload)
+    report.write_json(report.RESULTS / f"{args.output}.json", payload)
+    plot(payload, report.RESULTS / f"{args.output}.png")
+
+
+if __name__ == "__main__":
+    main()

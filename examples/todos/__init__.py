@@ -1,0 +1,1 @@
+"""The TinyBase todo backend on durable (see app.py and README.md)."""
