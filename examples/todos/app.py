@@ -62,8 +62,9 @@ def build_worker(settings: Settings) -> Worker:
         objects={"STORE": TodoStore, "ORGS": Org, "USERS": Directory, "ROOM": Room},
         limits={"STORE": Limits(max_storage_bytes=settings.storage_limit_bytes)},
         databases={"DB": settings.database_url},
-        vars={**settings.vars(), "METRICS": metrics.registry},
+        vars=settings.vars(),
     )
+    worker.metrics(metrics.registry)
     routes = Routes(worker, settings, metrics)
     routes.persister_routes()
     routes.admin_routes()
