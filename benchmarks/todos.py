@@ -30,6 +30,7 @@ convergence p95 ≤ 200 ms; the single store shown hitting its limits (507s in (
 Rerun (from the repo root; needs ``make test``'s ``tests/todos/js/node_modules``)::
 
     .venv/bin/python benchmarks/todos.py            # full sizes, about 10 minutes
+    .venv/bin/python benchmarks/todos.py --quick    # 300 users, 30 rooms: a few minutes
     .venv/bin/python benchmarks/todos.py --tiny     # seconds: the smoke test's sizes
 
 Writes ``benchmarks/results/todos.json`` and ``todos.png`` (``--output NAME`` for another name).
@@ -105,6 +106,8 @@ TINY = Sizes(
     limit_bytes=256 * 1024,
     burst=40,
 )
+# ``durable bench --quick``: every configuration and phase, a third of the users and rooms.
+QUICK = Sizes(users=300, rounds=2, rooms=30, edits=5, burst=1000)
 
 
 # -- a server ------------------------------------------------------------------------------------
@@ -594,6 +597,7 @@ async def run(configs: list[str], sizes: Sizes) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="a few users and rooms: seconds")
+    parser.add_argument("--quick", action="store_true", help="300 users, 30 rooms: minutes")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma list of configs")
     parser.add_argument("--users", type=int, help="override Sizes.users")
     parser.add_argument("--output", default="todos", help="results file name (without suffix)")
@@ -602,7 +606,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    sizes = TINY if args.tiny else Sizes()
+    sizes = TINY if args.tiny else QUICK if args.quick else Sizes()
     if args.users:
         sizes = Sizes(**{**asdict(sizes), "users": args.users})
     configs = [c for c in args.configs.split(",") if c]

@@ -290,14 +290,40 @@ def _shard_studies(outcomes: Sequence[Outcome]) -> str:
             parts.append(f"`{name}`: not run in this invocation.")
             continue
         parts.append(f"### {name}\n\n![{name}]({name}.png)")
-        knees = result.get("knees")
-        if isinstance(knees, dict) and knees:
-            parts.append(_table(("configuration", "knee"), sorted(knees.items())))
-        claims = result.get("claims")
-        if isinstance(claims, list) and claims:
-            rows = [(c["claim"], c["measured"], c["holds"]) for c in claims]
-            parts.append(_table(("claim", "measured", "holds"), rows))
+        verdicts = result.get("verdicts")
+        if isinstance(verdicts, dict) and verdicts:
+            parts.append(_knees(verdicts))
+            if "original" in verdicts:
+                parts.append(_game_claims(verdicts["original"]))
     return "\n\n".join(parts)
+
+
+def _knees(verdicts: dict[str, dict[str, Any]]) -> str:
+    """Per configuration: the knee (first N past the p95 target or with errors), where it broke."""
+    rows = [(config, _num(v.get("knee_players")), _num(v.get("broke_at_players")),
+             _num(v.get("largest_players"))) for config, v in verdicts.items()]  # fmt: skip
+    return _table(("configuration", "knee (players)", "broke at (players)", "largest N run"), rows)
+
+
+MINERS_PER_PLAYER = 10
+
+
+def _game_claims(original: dict[str, Any]) -> str:
+    """The review's verdict on one scheduler object, checked against the measured knee."""
+    knee, broke = original.get("knee_players"), original.get("broke_at_players")
+    knee_m = None if knee is None else knee * MINERS_PER_PLAYER
+    broke_m = None if broke is None else broke * MINERS_PER_PLAYER
+    rows = [
+        ("works for < 50 miners", f"knee at {_num(knee_m)} miners",
+         "yes" if knee_m is None or knee_m > 50 else "no (broke earlier)"),
+        ("breaks at ~100 miners", f"knee at {_num(knee_m)} miners",
+         "yes" if knee_m is not None and knee_m <= 250 else "no"),
+        ("catastrophic at 500+ miners", f"broke at {_num(broke_m)} miners",
+         "yes" if broke_m is not None and broke_m <= 1_000 else "no"),
+    ]  # fmt: skip
+    return "The review's verdict on the original design (10 miners per player):\n\n" + _table(
+        ("claim", "measured", "holds"), rows
+    )
 
 
 def _scaling(outcomes: Sequence[Outcome]) -> str:

@@ -105,3 +105,17 @@ def test_unknown_study_exits_2_with_one_line() -> None:
     )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.strip().startswith("durable: unknown study nope")
+
+
+def test_shard_study_shows_knees_and_checks_the_reviews_verdict(tmp_path: Path) -> None:
+    log = tmp_path / "mission_game.log"
+    log.write_text("")
+    verdicts = {
+        "original": {"knee_players": 10, "broke_at_players": 50, "largest_players": 50},
+        "hash-16": {"knee_players": None, "broke_at_players": None, "largest_players": 1000},
+    }
+    outcome = Outcome(select("mission_game")[0], 1.0, 0, log, {"verdicts": verdicts})
+    report = write_report([outcome], tmp_path, quick=True).read_text()
+    assert "| hash-16 | – | – | 1,000 |" in report
+    assert "| breaks at ~100 miners | knee at 100 miners | yes |" in report
+    assert "| catastrophic at 500+ miners | broke at 500 miners | yes |" in report
