@@ -140,19 +140,23 @@ async def serving(
         "--data-dir",
         str(data_dir),
     ]
+    # The server's log goes to a file: a pipe nobody reads fills up (64 KiB of access lines) and
+    # then blocks the server in the middle of a run.
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    log = (data_dir.parent / "server.log").open("ab")
     proc = subprocess.Popen(
-        argv,
-        env={**os.environ, **settings},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        argv, env={**os.environ, **settings}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
     )
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    # Idle connections are dropped by the client before the server's keep-alive timeout (5 s):
+    # at httpx's default of 5 s too, a reused connection races the server's close (ReadError).
+    limits = httpx.Limits(
+        max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=2.0
+    )
     try:
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60
         ) as client:
-            await _healthy(client, proc)
+            await _healthy(client, proc, Path(log.name))
             yield client
     finally:
         proc.send_signal(signal.SIGINT)
@@ -161,13 +165,14 @@ async def serving(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
-async def _healthy(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
+async def _healthy(client: httpx.AsyncClient, proc: subprocess.Popen[bytes], log: Path) -> None:
     for _ in range(600):  # 60 s at most
         if proc.poll() is not None:
-            stderr = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"server exited with {proc.returncode}: {stderr[-2000:]}")
+            tail = log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"server exited with {proc.returncode}: {tail}")
         try:
             if (await client.get("/healthz")).status_code == 200:
                 return

@@ -24,17 +24,20 @@ from durable.errors import (
     MessageTooLarge,
     ObjectReset,
     Overloaded,
+    PortInUse,
     RateLimited,
     RemoteError,
     RequestTooLarge,
     RpcError,
     SqlError,
+    StorageFull,
     StorageLimitExceeded,
     TransactionError,
     Unavailable,
     ValueTooLarge,
     WebSocketError,
 )
+from durable.frontdoor import GatewayLimits
 from durable.ids import ObjectId
 from durable.limits import Limits
 from durable.object import AlarmInfo, DurableObject, ObjectState
@@ -51,6 +54,7 @@ __all__ = [
     "DataDirInUse",
     "DurableError",
     "DurableObject",
+    "GatewayLimits",
     "HibernatableWebSocket",
     "InvalidArgument",
     "InvalidObjectId",
@@ -63,6 +67,7 @@ __all__ = [
     "ObjectReset",
     "ObjectState",
     "Overloaded",
+    "PortInUse",
     "RateLimited",
     "RemoteError",
     "Request",
@@ -70,6 +75,7 @@ __all__ = [
     "Response",
     "RpcError",
     "SqlError",
+    "StorageFull",
     "StorageLimitExceeded",
     "TransactionError",
     "Unavailable",

@@ -18,6 +18,7 @@ keeps working for code that does not know durable::
     ├── BatchTooLarge                   (ValueError) more keys than Limits.max_batch_keys
     ├── MessageTooLarge                 (ValueError) RPC arguments or result over 32 MiB
     ├── StorageLimitExceeded            object storage over Limits.max_storage_bytes
+    ├── StorageFull                     the disk under the data directory is full (HTTP 507)
     ├── SqlError                        (sqlite3.DatabaseError) a refused or failed sql.exec
     ├── TransactionError                (RuntimeError) misuse of a transaction
     ├── Overloaded                      too many pending events; retry later (HTTP 503)
@@ -28,7 +29,8 @@ keeps working for code that does not know durable::
     ├── Unavailable                     no reachable owner for the object's partition: nothing ran
     ├── WebSocketError                  a hibernatable WebSocket limit or misuse (workerd's Error)
     ├── RequestTooLarge                 an HTTP request body over the gateway's limit (HTTP 413)
-    └── DataDirInUse                    another process holds the data directory
+    ├── DataDirInUse                    another process holds the data directory
+    └── PortInUse                       the HTTP port cannot be bound (``durable dev/serve``)
 
 ``retryable`` means the call can be sent again without risk of running twice; ``overloaded``
 means the target was too busy; ``remote`` is set on errors raised inside an object and re-raised
@@ -143,6 +145,20 @@ class StorageLimitExceeded(DurableError):
         )
 
 
+class StorageFull(DurableError):
+    """A commit failed because the disk holding the data directory is full; nothing was written.
+
+    Not ``retryable`` in the ``Overloaded`` sense: retrying helps only once space is freed.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"The disk holding {path} is full: the write was not committed and the object was "
+            "reset. Free disk space (or move the data directory); writes resume by themselves."
+        )
+
+
 class SqlError(DurableError, sqlite3.DatabaseError):
     """``sql.exec`` failed or was refused; the message is SQLite's, as workerd words it."""
 
@@ -244,4 +260,12 @@ class DataDirInUse(DurableError):
         super().__init__(
             f"The data directory {path} is held by another process (a running `durable dev` or "
             "`durable serve`?). Pass address='auto' to connect() to use that server instead."
+        )
+
+
+class PortInUse(DurableError):
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(
+            f"Cannot listen on {host}:{port} ({reason}). Stop the other server on that port, "
+            "or pass --port with a free one."
         )

@@ -11,17 +11,23 @@ channel to remote hosts later): nothing here depends on where the objects run.
 Status codes (every error body is JSON ``{"error": <name>, "message": <text>}``, never a
 traceback):
 
-    400  bad input: malformed JSON (``MalformedJSON``), invalid object id, bad arguments
+    400  bad input: malformed JSON (``MalformedJSON``), invalid object id, bad arguments, a path
+         that is not UTF-8 once percent-decoded, a request uvicorn's parser refuses
     401  an auth hook refused by raising (or returning False); a returned Response is sent as is
     404  unknown route (``NotFound``), unknown RPC method (``RpcError``)
     405  method not allowed by the route
+    408  the request line and headers did not arrive within ``GatewayLimits.header_timeout``
     413  request body over ``Worker(max_request_bytes=...)`` (32 MiB): refused before it is read
     429  ``RateLimited`` (``durable.patterns.RateLimiter``): ``Retry-After`` in whole seconds
          (rounded up) and ``retry_after`` (float seconds) in the body
     426  a plain HTTP request to a WebSocket route (``UpgradeRequired``)
-    500  an unexpected error (``InternalError``, details in the server log), a remote error
-    503  ``Overloaded`` or another retryable error, with ``Retry-After: 1``
-    507  ``StorageLimitExceeded``
+    431  request line and headers over ``GatewayLimits.max_header_bytes``
+    499  (never sent) the client left mid-body: counted in ``/metrics``, logged at DEBUG
+    500  an unexpected error (``InternalError``, details in the server log), a remote error,
+         a ``BaseException`` such as ``SystemExit`` raised by an object (which is reset)
+    503  ``Overloaded`` or another retryable error, or more open connections than
+         ``GatewayLimits.max_connections`` (not ``/healthz``, ``/metrics``): ``Retry-After: 1``
+    507  ``StorageLimitExceeded``, ``StorageFull`` (the disk is full)
 
 WebSocket close codes the gateway chooses: 1009 for a message over
 ``Worker(max_message_bytes=...)`` (1 MiB, workerd's default) before the object sees it (the
@@ -32,6 +38,7 @@ object's non-101 answer, an error) gets that HTTP response instead of a handshak
 Guarantees:
 - ``/healthz`` (200 once serving, 503 while starting or draining) and ``/metrics`` are reserved:
   they bypass auth hooks and never wake an object.
+  ``/metrics`` also serves each app collector given to ``worker.metrics(...)``.
 - Auth: ``Worker(auth=fn)`` runs before routing for every HTTP request and upgrade; a route's own
   ``auth=fn`` runs after it. ``fn(request)`` returns None to allow, a Response (sent as is) or
   False to refuse, or raises (``HTTPException`` keeps its status; anything else is 401). The
@@ -39,6 +46,13 @@ Guarantees:
 - A body over the limit gets 413 before any handler runs when ``Content-Length`` says so, or the
   moment the stream passes the limit (the handler's read raises ``RequestTooLarge``): nothing is
   forwarded to an object, so nothing is written.
+- Connections (``GatewayLimits``, via ``server_config``): request line and headers must arrive
+  within ``header_timeout`` and fit ``max_header_bytes`` (counted as bytes arrive), a body may
+  pause at most ``body_timeout``, an idle keep-alive ends after ``keep_alive_timeout``; past
+  ``max_connections`` requests get 503 except ``/healthz`` and ``/metrics``, and past the reserve
+  above it the connection idle longest is closed. Refusals are counted in ``/metrics``
+  (``durable_gateway_refused_total{reason}``), not logged. A path that is not UTF-8 once
+  percent-decoded is 400 before routing. A ``BaseException`` from a route is still a JSON 500.
 - Hibernatable sockets: the client connection stays here; messages reach the object one at a time
   per socket, in order (workerd's read loop); auto-responses are answered here without waking it.
 
@@ -50,19 +64,22 @@ the same); the client is not told.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -76,6 +93,7 @@ from durable.errors import (
     RateLimited,
     RequestTooLarge,
     RpcError,
+    StorageFull,
     StorageLimitExceeded,
 )
 from durable.fanout import (
@@ -85,9 +103,11 @@ from durable.fanout import (
     HeldSocket,
     HeldState,
 )
+from durable.frontdoor import RESERVED, DurableHttpProtocol, FrontDoor, GatewayLimits
 from durable.ids import ObjectId
 from durable.metrics import (
     DurableCollector,
+    FrontDoorStats,
     MeteredTransport,
     NamespaceStats,
     RequestStats,
@@ -99,7 +119,6 @@ from durable.sockets import SocketHost as SocketHost
 from durable.worker import AuthHook, RouteSpec, Worker
 
 log = logging.getLogger("durable.gateway")
-RESERVED = ("/healthz", "/metrics")
 _OFFER = OFFER_HEADER.encode()
 _PRIVATE = {SOCKET_HEADER, OBJECT_HEADER, AUTO_HEADER, "content-length", "content-type",
             "upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol"}  # fmt: skip
@@ -131,6 +150,10 @@ def error_response(error: BaseException, path: str | None = None) -> Response:
         return JSONResponse({"error": "MalformedJSON", "message": message}, 400)
     if isinstance(error, RateLimited):
         return _rate_limited(error)
+    if isinstance(error, ClientDisconnect):  # expected, and an attacker's to repeat: no ERROR
+        log.debug("the client left before its request body was read (%s)", path)
+        message = "The client disconnected before the request body was read."
+        return JSONResponse({"error": "ClientDisconnected", "message": message}, 499)
     if isinstance(error, DurableError):
         status = _status(error)
         headers = {"Retry-After": "1"} if status == 503 else None
@@ -154,7 +177,7 @@ def _status(error: DurableError) -> int:
         return 413
     if isinstance(error, RpcError):
         return 404
-    if isinstance(error, StorageLimitExceeded):
+    if isinstance(error, StorageLimitExceeded | StorageFull):
         return 507
     return 400 if isinstance(error, TypeError | ValueError) else 500
 
@@ -214,6 +237,10 @@ def _endpoint(spec: RouteSpec, env: Any) -> Callable[[Request], Awaitable[Respon
             response: Response = await handler(request, env)
         except Exception as error:
             return error_response(error)
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except BaseException as error:  # SystemExit from user code: still a JSON 500
+            return error_response(error)
         return response
 
     return endpoint
@@ -231,12 +258,16 @@ class Gateway:
         self.sockets: SocketHost | None = host
         self.clients = ClientSockets()
         self.request_stats = RequestStats()
+        self.front_door = FrontDoorStats()
         self.namespace_stats: dict[str, NamespaceStats] = {}
         self.env = self._metered(env)
         collector = DurableCollector(
-            self.request_stats, self.namespace_stats, self.clients, _host_of(host)
-        )
+            self.request_stats, self.namespace_stats, self.clients, _host_of(host),
+            front_door=self.front_door,
+        )  # fmt: skip
         self.registry = registry_for(collector)
+        for extra in worker.collectors:  # an app's own series: worker.metrics(collector)
+            self.registry.register(extra)
         self.app = Starlette(routes=self._routes(), exception_handlers=_HANDLERS)
         if host is not None:
             host.attach_sockets(self.clients.holder, self.clients, exclusive=sole_holder)
@@ -285,7 +316,9 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http":
+        if kind in ("http", "websocket") and "\ufffd" in scope["path"] and not _utf8(scope):
+            await self._invalid_path(scope, receive, send)
+        elif kind == "http":
             if scope["path"] in RESERVED:
                 await self._reserved(scope, receive, send)
             else:
@@ -294,6 +327,17 @@ class Gateway:
             await self._websocket(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+    async def _invalid_path(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """400: uvicorn decodes invalid UTF-8 to U+FFFD, so ``/c/%ff`` and ``/c/%fe`` would
+        otherwise reach the same object."""
+        self.front_door.count("invalid_path")
+        message = "The path is not valid UTF-8 once percent-decoded. Percent-encode UTF-8 text."
+        response = JSONResponse({"error": "BadRequest", "message": message}, 400)
+        if scope["type"] == "http":
+            await response(scope, receive, send)
+        else:
+            await deny(WebSocket(scope, receive, send), response)
 
     async def _reserved(self, scope: Scope, receive: Receive, send: Send) -> None:
         response: Response
@@ -309,7 +353,7 @@ class Gateway:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
-        status = 500
+        status = 0
 
         async def send_status(message: MutableMapping[str, Any]) -> None:
             nonlocal status
@@ -325,7 +369,16 @@ class Gateway:
                 await refused(scope, receive, send_status)
             else:
                 await self.app(scope, receive, send_status)
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except BaseException as error:  # past Starlette's handlers (a router's SystemExit...)
+            if status:
+                raise  # the response started: uvicorn closes the connection
+            await error_response(error)(scope, receive, send_status)
         finally:
+            if status == 499:
+                self.front_door.count("client_disconnect")
+            status = status or 500
             route = scope.get("route")
             template = "<unmatched>" if route is None else getattr(route, "path", "") or "/"
             self.request_stats.record(
@@ -376,6 +429,15 @@ _HANDLERS: Any = {
     json.JSONDecodeError: _exception_handler,
     Exception: _exception_handler,
 }
+
+
+def _utf8(scope: Scope) -> bool:
+    """Whether the raw path percent-decodes to valid UTF-8."""
+    try:
+        unquote_to_bytes(scope.get("raw_path") or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _limited(receive: Receive, limit: int) -> Receive:
@@ -590,14 +652,19 @@ async def _quietly(awaitable: Awaitable[None]) -> None:
         log.warning("a WebSocket handler failed", exc_info=True)
 
 
-def server_config(app: Gateway, host: str, port: int, **options: Any) -> uvicorn.Config:
-    """How durable runs the gateway under uvicorn: httptools, ``DurableWebSocketProtocol``
-    (workerd's close handshake, direct fan-out writes), the worker's message limit, no
-    per-message compression (as workerd without its compatibility flag), no lifespan."""
+def server_config(
+    app: Gateway, host: str, port: int, limits: GatewayLimits | None = None, **options: Any
+) -> uvicorn.Config:
+    """How durable runs the gateway under uvicorn: httptools with ``GatewayLimits``
+    (``DurableHttpProtocol``), ``DurableWebSocketProtocol`` (workerd's close handshake, direct
+    fan-out writes), the worker's message limit, no per-message compression (as workerd without
+    its compatibility flag), no lifespan."""
+    limits = limits or app.worker.gateway_limits or GatewayLimits()
     settings: dict[str, Any] = {
         "loop": "none",
         "lifespan": "off",
-        "http": "httptools",
+        "http": partial(DurableHttpProtocol, door=FrontDoor(limits, app.front_door)),
+        "timeout_keep_alive": limits.keep_alive_timeout,
         "ws": DurableWebSocketProtocol,
         "ws_max_size": app.worker.max_message_bytes,
         "ws_per_message_deflate": False,

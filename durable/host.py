@@ -24,7 +24,13 @@ Guarantees:
 Does not guarantee: fairness between objects beyond the event loop's FIFO scheduling.
 
 On failure: a failed commit resets only the objects whose writes failed; their callers get
-``ObjectReset``. An error in a ``wait_until`` task is logged.
+``ObjectReset``, or ``StorageFull`` when the disk under the data directory has less than
+``FULL_FLOOR`` bytes free (logged once when the episode starts and once when commits succeed
+again). A ``BaseException`` that is not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``)
+raised by an object (in any handler: a method, ``fetch``, ``alarm``, a WebSocket handler) resets
+that object and reaches its caller as ``RemoteError`` (an alarm retries); a malformed RPC
+payload is refused with ``InvalidArgument`` before anything runs. An error in a ``wait_until``
+task is logged.
 """
 
 from __future__ import annotations
@@ -32,14 +38,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import resource
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from starlette.requests import Request
 
@@ -49,12 +56,22 @@ from durable.alarms import AlarmOutcome, AlarmScheduler
 from durable.cache import ObjectCache
 from durable.checkpoint import Checkpointer
 from durable.clock import Clock, Timer
-from durable.errors import MessageTooLarge, ObjectReset, Overloaded, RpcError
+from durable.errors import (
+    DurableError,
+    InvalidArgument,
+    MessageTooLarge,
+    ObjectReset,
+    Overloaded,
+    RemoteError,
+    RpcError,
+    StorageFull,
+)
 from durable.faults import faults
 from durable.gates import CommitRound, CpuGuard, wait_durable
 from durable.hibernation import SocketRegistry, handler_call
 from durable.ids import ObjectId
 from durable.limits import Limits
+from durable.logs import Episode
 from durable.namespace import FetchResponse, materialize
 from durable.object import AlarmInfo, DurableObject, rpc_method
 from durable.partition import ObjectRecord, Partition, StorageKind
@@ -63,11 +80,13 @@ from durable.sql import ObjectFile
 from durable.storage import Storage, StorageContext
 from durable.worker import Worker
 
+T = TypeVar("T")
 log = logging.getLogger("durable.host")
 FDS_PER_FILE = 3
 BUSY_RECHECK = 1.0  # seconds before the sweep looks again at a due object that was busy
 EVICTION_BATCH = 0.02  # seconds: a sweep evicts the objects due this soon after it, too
 DEFERRED_COMMIT = 0.05  # seconds that writes only alarms could see may wait for a batch commit
+FULL_FLOOR = 256 * 1024  # bytes free below which a failed commit is blamed on a full disk
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +150,12 @@ class Host:
         # Per distinct idle timeout, activations in order of last activity (front = idle longest).
         self._idle: dict[float, OrderedDict[ObjectId, Activation]] = {}
         self._commits = self._activations = self._evictions = self._resets = 0
+        self.disk_full = Episode(
+            log,
+            "commits fail: the disk holding %s is full; writes get StorageFull (507) until "
+            "space is freed",
+            "commits succeed again; %d commits failed while the disk was full",
+        )
 
     @classmethod
     def for_worker(
@@ -356,7 +381,7 @@ class Host:
         """An RPC: decode the arguments, run the method as one event, encode the result."""
         activation = self.activate(oid)
         target = rpc_method(activation.instance, method)
-        args, kwargs = cast(tuple[list[Any], dict[str, Any]], values.decode(payload))
+        args, kwargs = _call_arguments(payload)
         limit = activation.limits.max_rpc_bytes
 
         async def handler() -> bytes:
@@ -368,7 +393,7 @@ class Host:
                 raise MessageTooLarge(len(data), limit)
             return data
 
-        return await activation.invoke(handler)
+        return await self._invoke(activation, handler)
 
     async def fetch(self, oid: ObjectId, request: Request) -> FetchResponse:
         """An HTTP request into the object's ``fetch``, its response collected whole."""
@@ -380,7 +405,31 @@ class Host:
         async def handler() -> FetchResponse:
             return await materialize(await fetch(request))
 
-        return await activation.invoke(handler)
+        return await self._invoke(activation, handler)
+
+    async def _invoke(
+        self,
+        activation: Activation,
+        handler: Callable[[], Coroutine[Any, Any, T]],
+        alarm: bool = False,
+    ) -> T:
+        """``activation.invoke`` with errors a caller can act on: ``StorageFull`` rather than
+        the reset it caused, and a user ``BaseException`` (which would otherwise escape every
+        ``except Exception`` up to the server) as a reset and a ``RemoteError``."""
+        try:
+            return await activation.invoke(handler, alarm)
+        except ObjectReset:
+            broken = activation.gate.broken
+            if isinstance(broken, StorageFull):
+                raise StorageFull(broken.path) from None
+            raise
+        except (Exception, asyncio.CancelledError, GeneratorExit):
+            raise
+        except BaseException as error:
+            activation.reset(ObjectReset(f"it raised {type(error).__name__}"))
+            remote = RemoteError(type(error).__name__, str(error))
+            remote.remote = True
+            raise remote from None
 
     # -- group commit --------------------------------------------------------------------------
     # Writes commit at the end of the loop turn, except writes no one can observe yet: those of
@@ -467,6 +516,8 @@ class Host:
         for partition, items in batches.items():
             bad = partition.commit([writes for _, writes in items])
             failed.update(items[i][0] for i in bad)
+            if not bad:
+                self.disk_full.ended()
         for cache in dirty:
             if cache.commits_file and cache not in failed:
                 try:
@@ -487,8 +538,9 @@ class Host:
 
     def _fail_commit(self, cache: ObjectCache) -> None:
         activation = self._active.get(cache.oid)
+        reason = self._commit_failure(cache.partition.root)
         if activation is not None and activation.cache is cache:
-            activation.reset(ObjectReset("a storage write failed to commit"))
+            activation.reset(reason)
         # The stored alarm is what stands (an alarm that ran is not cleared): schedule it again.
         # Inside flush, before its round finishes: a failing lookup must not strand the waiters.
         try:
@@ -498,6 +550,17 @@ class Host:
             return
         if record is not None:
             self.alarms.schedule(cache.oid, record.alarm, record.kind)
+
+    def _commit_failure(self, where: Path) -> DurableError:
+        """What a failed commit tells its object's callers: ``StorageFull`` if the disk is."""
+        try:
+            stat = os.statvfs(where)
+        except OSError:
+            return ObjectReset("a storage write failed to commit")
+        if stat.f_bavail * stat.f_frsize >= FULL_FLOOR:
+            return ObjectReset("a storage write failed to commit")
+        self.disk_full.struck(self.data_dir)
+        return StorageFull(str(self.data_dir))
 
     # -- object files -----------------------------------------------------------------------------
     def open_file(self, cache: ObjectCache) -> ObjectFile:
@@ -560,7 +623,7 @@ class Host:
 
         cache.firing = scheduled
         try:
-            await activation.invoke(handler, alarm=True)
+            await self._invoke(activation, handler, alarm=True)
         except Exception:
             log.warning("alarm() of %s failed (attempt %d)", oid, retry + 1, exc_info=True)
             return AlarmOutcome.FAILED if activation.retry_alarm else AlarmOutcome.NO_RETRY
@@ -662,8 +725,25 @@ class Host:
             activation = self.activate(record.oid)
             handler = getattr(activation.instance, name)
             ws = group.view(activation, record)
-            await activation.invoke(handler_call(handler, ws, *args))
+            await self._invoke(activation, handler_call(handler, ws, *args))
         await group.drained()
+
+
+def _call_arguments(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
+    """An RPC payload decoded as ``[args, kwargs]``, else ``InvalidArgument`` (nothing ran)."""
+    try:
+        decoded = values.decode(payload)
+    except Exception as error:
+        raise InvalidArgument(f"The RPC payload could not be decoded: {error}") from None
+    if (
+        not isinstance(decoded, list | tuple)
+        or len(decoded) != 2
+        or not isinstance(decoded[0], list | tuple)
+        or not isinstance(decoded[1], dict)
+        or not all(isinstance(k, str) for k in decoded[1])
+    ):
+        raise InvalidArgument("An RPC payload must be [args, kwargs] (a list and a str-keyed map).")
+    return list(decoded[0]), cast(dict[str, Any], decoded[1])
 
 
 def _file_budget() -> int:

@@ -78,6 +78,25 @@ class RequestStats:
         histogram.observe(seconds)
 
 
+class FrontDoorStats:
+    """The gateway's connections: how many are open, and why some were refused or closed.
+
+    Reasons: ``header_timeout`` (408), ``body_timeout`` (a body paused past its limit: closed),
+    ``headers_too_large`` (431), ``over_capacity`` (503),
+    ``evicted`` (an idle connection closed to admit a new one at the cap), ``dropped`` (a new
+    connection closed at once: the cap was reached and none was idle), ``bad_request`` (400 from
+    the HTTP parser), ``invalid_path`` (400: not UTF-8), ``client_disconnect`` (the client left
+    before its request was read).
+    """
+
+    def __init__(self) -> None:
+        self.refused: dict[str, int] = {}
+        self.connections: set[Any] = set()  # uvicorn's live connections, bound by the first one
+
+    def count(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
 class NamespaceStats:
     __slots__ = ("errors", "latency", "overloads", "requests")
 
@@ -132,7 +151,9 @@ class DurableCollector(Collector):
         clients: ClientSockets | None,
         host: Host | None,
         clock: Callable[[], float] = time.monotonic,
+        front_door: FrontDoorStats | None = None,
     ) -> None:
+        self.front_door = front_door
         self.requests = requests
         self.namespaces = namespaces
         self.clients = clients
@@ -142,6 +163,8 @@ class DurableCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         yield from self._http()
+        if self.front_door is not None:
+            yield from self._front_door(self.front_door)
         yield from self._namespaces()
         if self.clients is not None:
             yield from self._held()
@@ -161,6 +184,17 @@ class DurableCollector(Collector):
         for route, histogram in sorted(self.requests.latency.items()):
             latency.add_metric([route], histogram.buckets(), histogram.total)
         yield latency
+
+    def _front_door(self, stats: FrontDoorStats) -> Iterator[Any]:
+        yield GaugeMetricFamily(
+            "durable_gateway_connections", "open client connections", len(stats.connections)
+        )
+        refused = CounterMetricFamily(
+            "durable_gateway_refused", "connections refused or closed by a limit", labels=["reason"]
+        )
+        for reason, n in sorted(stats.refused.items()):
+            refused.add_metric([reason], n)
+        yield refused
 
     def _namespaces(self) -> Iterator[Any]:
         requests = CounterMetricFamily(

@@ -167,17 +167,28 @@ class Partition:
             os.close(fd)
             raise DataDirInUse(str(self.root.parent.parent)) from None
         self._lock_fd = fd
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        # One process owns a partition (the flock above). Normal locking, not exclusive: the
-        # checkpointer's connection shares the WAL index (the -shm file), at ~2 µs a commit.
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
-        conn.executescript(_SCHEMA)
-        self._conn = conn
-        self.recover()
+        try:
+            self._conn = self._connect()
+            self.recover()
+        except BaseException:  # e.g. a read-only disk: release the lock, so a retry can take it
+            self.close()
+            raise
         if self.checkpointer is not None:
-            conn.execute("PRAGMA wal_autocheckpoint=0")
+            self.conn.execute("PRAGMA wal_autocheckpoint=0")
             self.checkpointer.watch(self)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            # One process owns a partition (the flock). Normal locking, not exclusive: the
+            # checkpointer's connection shares the WAL index (the -shm file), ~2 µs a commit.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def close(self) -> None:
         if self.checkpointer is not None:

@@ -25,9 +25,12 @@ import contextlib
 import logging
 import os
 import socket
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+
+import uvicorn
 
 from durable.channel import (
     ChannelServer,
@@ -49,7 +52,7 @@ from durable.collector import Collector
 from durable.connection import build_env, read_meta
 from durable.cron import CronScheduler
 from durable.errors import DataDirInUse
-from durable.gateway import Health, build_app
+from durable.gateway import Health, build_app, server_config
 from durable.host import Host
 from durable.ids import ObjectId
 from durable.worker import Worker, load_worker
@@ -117,6 +120,10 @@ class HostSlot:
                 self.host.add_partition(partition)
             except DataDirInUse:
                 continue  # the previous owner still closes it: try again at the next renewal
+            except (OSError, sqlite3.Error):  # e.g. a read-only disk: keep serving the others
+                log.warning("partition %d cannot be opened; retried at the next renewal",
+                            partition, exc_info=True)  # fmt: skip
+                continue
             self.owned[partition] = epoch
         # The directory counts the TTL from its reply; counting from our request, minus a
         # margin, makes our view of the lease end first.
@@ -156,13 +163,12 @@ class HostSlot:
 
     # -- HTTP ------------------------------------------------------------------------------------
     async def _serve_http(self, worker: Worker, env: Any) -> None:
-        import uvicorn
-
         # Sockets live in the slot's own Host; across slots they need the channel's push frames
         # (TODO(#5)), so a single-slot cluster (the default on 2 cores) is their sole holder.
         app = build_app(worker, env, self.health, self.host, sole_holder=self.config.slots == 1)
-        config = uvicorn.Config(app, loop="none", lifespan="off", log_level="warning",
-                                http="httptools", access_log=False)  # fmt: skip
+        # The same front door as in process: connection limits, workerd's WebSocket close
+        # handshake and message limit (``server_config``); the socket below replaces host/port.
+        config = server_config(app, self.config.http_host, self.config.http_port, access_log=False)
         self._http = uvicorn.Server(config)
         sock = _reuseport_socket(self.config.http_host, self.config.http_port)
         self._http_task = asyncio.ensure_future(self._run_http(sock))

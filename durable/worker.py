@@ -17,12 +17,15 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from durable.cron import CronSchedule
 from durable.errors import InvalidArgument
 from durable.limits import Limits
 from durable.object import DurableObject
+
+if TYPE_CHECKING:
+    from durable.frontdoor import GatewayLimits
 
 Handler = Callable[..., Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
@@ -79,7 +82,9 @@ class Worker:
     ``/metrics`` bypass it); ``router=`` a Starlette ``Router`` served after the routes (its
     endpoints find the bindings at ``request.state.env``); ``max_request_bytes`` (32 MiB: 413
     past it) and ``max_message_bytes`` (1 MiB, workerd's: a larger WebSocket message closes the
-    socket with 1009). ``worker.static(path, directory)`` serves files such as example pages.
+    socket with 1009). ``gateway_limits=GatewayLimits(...)``: connection limits (header and body
+    timeouts, header size, keep-alive, connection cap; README "Limits").
+    ``worker.static(path, directory)`` serves files such as example pages.
     """
 
     def __init__(
@@ -97,8 +102,10 @@ class Worker:
         router: Any = None,
         max_request_bytes: int = 32 * 2**20,
         max_message_bytes: int = 2**20,
+        gateway_limits: GatewayLimits | None = None,
     ) -> None:
         self.objects = dict(objects or {})
+        self.gateway_limits = gateway_limits  # None: GatewayLimits() defaults
         self.limits = dict(limits or {})
         self.idle_timeout = float(idle_timeout)
         self.idle_timeouts = {name: float(s) for name, s in (idle_timeouts or {}).items()}
@@ -123,6 +130,7 @@ class Worker:
         self.max_request_bytes = body
         self.max_message_bytes = message
         self.statics: list[StaticSpec] = []
+        self.collectors: list[Any] = []
 
     def _validate(self) -> None:
         names = [*self.objects, *self.databases, *self.vars]
@@ -192,6 +200,18 @@ class Worker:
         if not Path(directory).is_dir():
             raise InvalidArgument(f"static({path!r}): {directory} is not a directory.")
         self.statics.append(StaticSpec(path, str(directory), html))
+
+    def metrics(self, collector: Any) -> None:
+        """Serve an app's own Prometheus series at ``/metrics`` beside durable's.
+
+        ``collector`` is anything ``prometheus_client`` can register: a ``CollectorRegistry``
+        (``examples/todos/metrics.py``) or a custom ``Collector`` read at scrape time
+        (``examples/mission_game/telemetry.py``). Each gateway (each host slot on Ray) serves
+        the series of its own process.
+        """
+        if not callable(getattr(collector, "collect", None)):
+            raise InvalidArgument("metrics() takes a prometheus_client Collector or registry.")
+        self.collectors.append(collector)
 
     def cron(self, schedule: str) -> Callable[[H], H]:
         """Register ``async def handler(event, env)`` on a five-field cron schedule (UTC).

@@ -234,3 +234,15 @@ def test_object_id_is_not_equal_to_its_string() -> None:
 def test_non_str_namespace_raises_invalid_argument() -> None:
     with pytest.raises(InvalidArgument, match="namespace must be a str"):
         id_from_name(["COUNTER"], "a")  # type: ignore[arg-type]
+
+
+def test_long_names_are_not_cached_so_memory_returns_after_eviction() -> None:
+    from durable.ids import _named_id
+
+    _named_id.cache_clear()
+    before = _named_id.cache_info().currsize
+    long_ids = [id_from_name("NS", f"{i}" + "x" * 60_000) for i in range(10)]
+    assert _named_id.cache_info().currsize == before  # 10 x 60 kB names pinned by nothing
+    assert long_ids[0] == id_from_name("NS", "0" + "x" * 60_000)  # still the same id
+    id_from_name("NS", "short-name-cached")
+    assert _named_id.cache_info().currsize == before + 1
