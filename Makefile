@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: dev test check test-tools vendor
+.PHONY: dev test check test-tools vendor bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,3 +38,10 @@ check: $(STAMP)
 
 test: $(STAMP) test-tools check
 	$(BIN)/pytest
+
+# The benchmark suite: the Node load generator and Cloudflare's workerd (pinned Miniflare) beside us.
+bench: $(STAMP)
+	test -d benchmarks/loadgen/node_modules || (cd benchmarks/loadgen && npm ci --silent)
+	test -d benchmarks/reference/node_modules || (cd benchmarks/reference && npm ci --silent)
+	test -d tests/todos/js/node_modules || (cd tests/todos/js && npm ci --silent)
+	$(BIN)/durable bench $(BENCH_ARGS)
