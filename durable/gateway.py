@@ -6,7 +6,9 @@
 endpoints get ``request`` and find the bindings at ``request.state.env``), then
 ``worker.static(path, directory)`` mounts. The gateway talks to objects only through ``env`` and,
 for hibernatable sockets, the ``sockets.SocketHost`` interface (an in-process ``Host`` today, a
-channel to remote hosts later): nothing here depends on where the objects run.
+channel to remote hosts later): nothing here depends on where the objects run. Beside it:
+``frontdoor.py`` (connection limits under uvicorn), ``responses.py`` (errors and auth verdicts
+as JSON answers), ``upgrade.py`` (WebSocket routes and held sockets).
 
 Status codes (every error body is JSON ``{"error": <name>, "message": <text>}``, never a
 traceback):
@@ -65,10 +67,8 @@ the same); the client is not told.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
@@ -79,32 +79,23 @@ import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, HTTPConnection, Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket
 
 from durable.errors import (
     DurableError,
     InvalidArgument,
-    Overloaded,
-    RateLimited,
     RequestTooLarge,
-    RpcError,
-    StorageFull,
-    StorageLimitExceeded,
 )
 from durable.fanout import (
-    LOST_REASON,
     ClientSockets,
     DurableWebSocketProtocol,
-    HeldSocket,
-    HeldState,
 )
 from durable.frontdoor import RESERVED, DurableHttpProtocol, FrontDoor, GatewayLimits
-from durable.ids import ObjectId
 from durable.metrics import (
     DurableCollector,
     FrontDoorStats,
@@ -114,14 +105,12 @@ from durable.metrics import (
     registry_for,
 )
 from durable.namespace import Namespace
-from durable.sockets import AUTO_HEADER, NO_STATUS, OBJECT_HEADER, OFFER_HEADER, SOCKET_HEADER
+from durable.responses import check_auth, deny, error_response, exception_handler
 from durable.sockets import SocketHost as SocketHost
-from durable.worker import AuthHook, RouteSpec, Worker
+from durable.upgrade import OFFER, SocketEndpoint
+from durable.worker import RouteSpec, Worker
 
 log = logging.getLogger("durable.gateway")
-_OFFER = OFFER_HEADER.encode()
-_PRIVATE = {SOCKET_HEADER, OBJECT_HEADER, AUTO_HEADER, "content-length", "content-type",
-            "upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol"}  # fmt: skip
 
 
 class Health:
@@ -129,84 +118,6 @@ class Health:
 
     def __init__(self) -> None:
         self.ready = False
-
-
-# -- errors ------------------------------------------------------------------------------------
-_HTTP_NAMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-               405: "MethodNotAllowed", 413: "RequestTooLarge"}  # fmt: skip
-
-
-def error_response(error: BaseException, path: str | None = None) -> Response:
-    """The JSON error body and status for an exception raised while serving a request."""
-    if isinstance(error, HTTPException):
-        status = error.status_code
-        message = str(error.detail)
-        if status == 404 and path is not None:
-            message = f"No route matches {path}."
-        body = {"error": _HTTP_NAMES.get(status, "HTTPError"), "message": message}
-        return JSONResponse(body, status, error.headers)
-    if isinstance(error, json.JSONDecodeError):
-        message = f"The request body is not valid JSON: {error}."
-        return JSONResponse({"error": "MalformedJSON", "message": message}, 400)
-    if isinstance(error, RateLimited):
-        return _rate_limited(error)
-    if isinstance(error, ClientDisconnect):  # expected, and an attacker's to repeat: no ERROR
-        log.debug("the client left before its request body was read (%s)", path)
-        message = "The client disconnected before the request body was read."
-        return JSONResponse({"error": "ClientDisconnected", "message": message}, 499)
-    if isinstance(error, DurableError):
-        status = _status(error)
-        headers = {"Retry-After": "1"} if status == 503 else None
-        body = {"error": type(error).__name__, "message": str(error)}
-        return JSONResponse(body, status_code=status, headers=headers)
-    log.error("unhandled error in a route", exc_info=error)
-    return JSONResponse({"error": "InternalError", "message": "see the server log"}, 500)
-
-
-def _rate_limited(error: RateLimited) -> Response:
-    # getattr: a RateLimited rebuilt from a foreign message may lack the attribute.
-    wait = float(getattr(error, "retry_after", 1.0))
-    body = {"error": "RateLimited", "message": str(error), "retry_after": wait}
-    return JSONResponse(body, 429, {"Retry-After": str(max(1, math.ceil(wait)))})
-
-
-def _status(error: DurableError) -> int:
-    if error.overloaded or error.retryable:
-        return 503
-    if isinstance(error, RequestTooLarge):
-        return 413
-    if isinstance(error, RpcError):
-        return 404
-    if isinstance(error, StorageLimitExceeded | StorageFull):
-        return 507
-    return 400 if isinstance(error, TypeError | ValueError) else 500
-
-
-async def _exception_handler(conn: HTTPConnection, error: Exception) -> Response:
-    return error_response(error, conn.url.path)
-
-
-async def check_auth(hook: AuthHook | None, conn: HTTPConnection) -> Response | None:
-    """None to let the request through, else the response that refuses it."""
-    if hook is None:
-        return None
-    try:
-        verdict = hook(conn)
-        if inspect.isawaitable(verdict):
-            verdict = await verdict
-    except HTTPException as error:
-        return error_response(error)
-    except Exception as error:
-        body = {"error": "Unauthorized", "message": str(error) or type(error).__name__}
-        return JSONResponse(body, 401)
-    if verdict is None or verdict is True:
-        return None
-    if isinstance(verdict, Response):
-        return verdict
-    if verdict is False:
-        return JSONResponse({"error": "Unauthorized", "message": "refused by the auth hook"}, 401)
-    log.error("auth hook %r returned %r; expected None, False or a Response", hook, verdict)
-    return JSONResponse({"error": "InternalError", "message": "see the server log"}, 500)
 
 
 def _upgrade_required(path: str) -> Callable[[Request], Awaitable[Response]]:
@@ -393,8 +304,8 @@ class Gateway:
         for name, value in headers:
             if name == b"content-length":
                 length = value
-            elif name == _OFFER:
-                scope["headers"] = [(k, v) for k, v in headers if k != _OFFER]
+            elif name == OFFER:
+                scope["headers"] = [(k, v) for k, v in headers if k != OFFER]
         scope.setdefault("state", {})["env"] = self.env
         if length is not None:
             try:
@@ -409,8 +320,8 @@ class Gateway:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = scope["headers"]
-        if any(name == _OFFER for name, _ in headers):
-            scope["headers"] = [(k, v) for k, v in headers if k != _OFFER]
+        if any(name == OFFER for name, _ in headers):
+            scope["headers"] = [(k, v) for k, v in headers if k != OFFER]
         scope.setdefault("state", {})["env"] = self.env
         refused = None
         if scope["path"] in RESERVED:
@@ -424,10 +335,10 @@ class Gateway:
 
 
 _HANDLERS: Any = {
-    HTTPException: _exception_handler,
-    DurableError: _exception_handler,
-    json.JSONDecodeError: _exception_handler,
-    Exception: _exception_handler,
+    HTTPException: exception_handler,
+    DurableError: exception_handler,
+    json.JSONDecodeError: exception_handler,
+    Exception: exception_handler,
 }
 
 
@@ -461,195 +372,6 @@ def _host_of(host: Any) -> Any:
     from durable.host import Host
 
     return host if isinstance(host, Host) else None
-
-
-async def deny(websocket: WebSocket, response: Response) -> None:
-    """Refuse an upgrade with an HTTP response (or close 1008 if the server cannot send one)."""
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(response)
-    else:
-        await websocket.close(1008)
-
-
-# -- WebSocket routes ---------------------------------------------------------------------------
-class SocketEndpoint:
-    """A WebSocket route: auth, the handler's ``stub.fetch(websocket)``, then the held socket."""
-
-    def __init__(self, gateway: Gateway, spec: RouteSpec) -> None:
-        self.gateway = gateway
-        self.spec = spec
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gateway, clients = self.gateway, self.gateway.clients
-        websocket = WebSocket(scope, receive, send)
-        refused = await check_auth(self.spec.auth, websocket)
-        if refused is not None:
-            await deny(websocket, refused)
-            return
-        sid = clients.new_id()
-        offer = f"{clients.holder} {sid}".encode()
-        scope["headers"] = [*scope["headers"], (_OFFER, offer)]
-        held = clients.expect(sid)
-        try:
-            await websocket.receive()  # websocket.connect
-            response = await self.spec.handler(websocket, gateway.env)
-        except Exception as error:
-            self._drop(sid)
-            await deny(websocket, error_response(error))
-            return
-        if response is None:
-            clients.forget(sid)  # the handler served the socket itself (not hibernatable)
-            if websocket.application_state is WebSocketState.CONNECTING:
-                await deny(websocket, error_response(RuntimeError("no answer to the upgrade")))
-            return
-        if response.status_code != 101 or response.headers.get(SOCKET_HEADER) != sid:
-            self._drop(sid)
-            if response.status_code == 101:
-                log.error("%s: a 101 without ctx.accept_websocket(request)", self.spec.path)
-                response = error_response(RuntimeError("101 without accept_websocket"))
-            await deny(websocket, response)
-            return
-        oid, accept = self._accepting(response)
-        del response, websocket  # an idle socket keeps these frames for hours: keep them small
-        await self._open(held, oid, accept, scope, receive, send)
-
-    def _drop(self, sid: str) -> None:
-        self.gateway.clients.forget(sid)
-        if self.gateway.sockets is not None:
-            self.gateway.sockets.socket_dropped(sid)
-
-    def _accepting(self, response: Response) -> tuple[ObjectId, dict[str, Any]]:
-        """The object that accepted, and the ASGI accept message (with the object's headers)."""
-        ns, _, hex_id = response.headers[OBJECT_HEADER].partition(":")
-        pair = response.headers.get(AUTO_HEADER)
-        self.gateway.clients.set_auto(ns, hex_id, tuple(json.loads(pair)) if pair else None)
-        extra = [
-            (k.encode("latin-1"), v.encode("latin-1"))
-            for k, v in response.headers.items()
-            if k not in _PRIVATE
-        ]
-        accept = {"type": "websocket.accept", "headers": extra,
-                  "subprotocol": response.headers.get("sec-websocket-protocol")}  # fmt: skip
-        return ObjectId(bytes.fromhex(hex_id), ns), accept
-
-    async def _open(
-        self,
-        held: HeldSocket,
-        oid: ObjectId,
-        accept: dict[str, Any],
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-    ) -> None:
-        clients = self.gateway.clients
-        try:
-            await send(accept)
-        except Exception:  # the client left while the object answered
-            clients.forget(held.sid)
-            await self._report(oid, held.sid, {"durable.kind": "lost"})
-            return
-        del accept
-        proto = scope.get("extensions", {}).get("durable.protocol")
-        held.open(oid, send, proto)
-        held.handler = self
-        if proto is not None:
-            proto.hold(held.feed)  # the connection lives on without this coroutine
-            return
-        try:  # another ASGI server: a receive loop per socket
-            while not await self.handle(held, dict(await receive())):
-                pass
-        finally:
-            clients.forget(held.sid)
-
-    def quick(self, held: HeldSocket, event: dict[str, Any]) -> bool:
-        """Answer an auto-response at once, without the object (``fanout.EventHandler``)."""
-        text = event.get("text")
-        clients = self.gateway.clients
-        if text is None or not clients.auto or held.oid is None:
-            return False
-        oid = held.oid
-        pair = clients.auto.get((oid.namespace, str(oid)))
-        if pair is None or text != pair[0]:
-            return False
-        held.write(None, pair[1])
-        clients.auto_responses += 1
-        assert self.gateway.sockets is not None
-        self.gateway.sockets.socket_auto_responded(oid, held.sid)
-        return True
-
-    async def handle(self, held: HeldSocket, event: dict[str, Any]) -> bool:
-        """One client event: deliver a message, or report the end (then True)."""
-        hub, oid, sid = self.gateway.sockets, held.oid, held.sid
-        assert hub is not None and oid is not None
-        if event["type"] != "websocket.receive":
-            try:
-                await self._report(oid, sid, event, held)
-            finally:
-                self.gateway.clients.forget(sid)
-            return True
-        if self.quick(held, event):
-            return False
-        text = event.get("text")
-        data = text if text is not None else event.get("bytes") or b""
-        limit = self.gateway.worker.max_message_bytes
-        if len(data) > limit // 4 and _size(data) > limit:
-            held.close(1009, "Message too big")
-            await _quietly(hub.socket_error(oid, sid, _too_big(_size(data), limit)))
-            return False  # the end comes as an event once the client answers the close
-        try:
-            await hub.socket_message(oid, sid, data)
-        except Overloaded:
-            held.close(1013, "Overloaded")
-        except RpcError:
-            held.close(1011, "WebSocket no longer registered")
-        except Exception:
-            log.warning("websocket_message of %s failed", oid, exc_info=True)
-        return False
-
-    async def _report(
-        self,
-        oid: ObjectId,
-        sid: str,
-        message: MutableMapping[str, Any],
-        held: HeldSocket | None = None,
-    ) -> None:
-        """Tell the object how the connection ended; answer the client's close if it waits."""
-        hub = self.gateway.sockets
-        assert hub is not None
-        kind = message.get("durable.kind")
-        code, reason = message.get("code", NO_STATUS), message.get("reason") or ""
-        if held is not None and held.state is HeldState.OPEN:
-            held.state = HeldState.CLOSING
-        try:
-            if kind == "shutdown":
-                return  # the gateway detaches from the host as it stops
-            if kind == "error":
-                await hub.socket_error(oid, sid, reason or f"WebSocket protocol error ({code})")
-            elif kind == "lost" or (kind is None and code in (NO_STATUS, 1006)):
-                await hub.socket_closed(oid, sid, 1006, LOST_REASON, False)
-            else:
-                await hub.socket_closed(oid, sid, code, reason, True)
-        except Exception:
-            log.warning("websocket_close of %s failed", oid, exc_info=True)
-        finally:
-            if kind == "reply" and held is not None and not held.close_sent:
-                held.state = HeldState.OPEN  # let the echo through
-                held.close(code, reason)  # the object did not answer: echo the client's close
-
-
-def _size(data: str | bytes) -> int:
-    return len(data.encode()) if isinstance(data, str) else len(data)
-
-
-def _too_big(size: int, limit: int) -> str:
-    return f"WebSocket message is {size} bytes, over the limit of {limit} bytes."
-
-
-async def _quietly(awaitable: Awaitable[None]) -> None:
-    try:
-        await awaitable
-    except Exception:
-        log.warning("a WebSocket handler failed", exc_info=True)
 
 
 def server_config(

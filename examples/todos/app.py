@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from durable import DurableError, Limits, Worker
-from durable.gateway import error_response
+from durable.responses import error_response
 from examples.todos import backups
 from examples.todos.metrics import TodoMetrics
 from examples.todos.persister import NotAMember, Persister, Who, persister_for
