@@ -76,7 +76,10 @@ def _stop_on_signals(server: uvicorn.Server) -> None:
 
 def _bind(host: str, port: int) -> socket.socket:
     """The listening socket, or ``PortInUse`` (one line with the fix, not uvicorn's exit)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on accepted sockets whose proto says TCP;
+    # with Nagle on, a response's body waits for the client's delayed ACK (about 40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -39,9 +39,12 @@ from examples.mission_game.rules import (
     UnknownMiner,
     UnknownPlayer,
     check_name,
+    delete_all,
     finish,
+    get_all,
     new_task,
     newer,
+    put_all,
 )
 from examples.mission_game.scheduler import TaskRouter
 
@@ -53,6 +56,7 @@ class Player(DurableObject):
         super().__init__(ctx, env)
         self.config = GameConfig.of(env)
         self.name = str(ctx.id.name)
+        self.router = TaskRouter(env, self.config)
         self.limits = {
             action: RateLimiter(rate, 60.0, clock=ctx.now, name=f"{action} ({rate}/min)")
             for action, rate in ACTIONS_PER_MINUTE.items()
@@ -101,15 +105,25 @@ class Player(DurableObject):
         if record["task"]["status"] != LIVE:
             raise NotRunning(task_id, record["task"]["status"])
         task = await self.env.SCHEDULER.get_by_name(record["shard"]).recall(task_id)
-        await self._apply(await self._profile(), task)
+        await self.credit([task])
         return {"task": task}
 
     # -- from the scheduler shards -----------------------------------------------------------------
     async def credit(self, tasks: list[Task]) -> dict[str, Any]:
         """Apply miner states delivered by a shard; returns the player's totals afterwards."""
         profile = await self._profile()
-        for task in tasks:
-            profile = await self._apply(profile, task)
+        keys = [f"miner:{task['id']}" for task in tasks]
+        records = await get_all(self.ctx.storage, keys)
+        changed: dict[str, Any] = {}
+        for key, task in zip(keys, tasks, strict=True):
+            record = changed.get(key, records.get(key))
+            if record is not None and not task.get("deleted") and newer(task, record["task"]):
+                profile = {**profile, "ore": profile["ore"] + task["ore"] - record["task"]["ore"]}
+                changed[key] = {**record, "task": task}
+        gone = [key for key, task in zip(keys, tasks, strict=True) if task.get("deleted")]
+        await delete_all(self.ctx.storage, gone)
+        if changed:
+            await put_all(self.ctx.storage, {**changed, "profile": profile})
         return self._totals(profile)
 
     # -- internals ---------------------------------------------------------------------------------
@@ -126,7 +140,7 @@ class Player(DurableObject):
             raise InsufficientCopper(profile["copper"], cost)
         number = profile["deployed"] + 1
         task = new_task(self.config, self.name, profile["mission"], number, self._now_ms())
-        shard = TaskRouter(self.env, self.config).name_for(task)
+        shard = self.router.name_for(task)
         record = {"task": task, "shard": shard}
         profile = {**profile, "copper": profile["copper"] - cost, "deployed": number}
         await txn.put({"profile": profile, f"miner:{task['id']}": record})
@@ -141,19 +155,6 @@ class Player(DurableObject):
                 f"miner:{failed['id']}": {**record, "task": failed},
             }
         )
-
-    async def _apply(self, profile: dict[str, Any], task: Task) -> dict[str, Any]:
-        """Store ``task`` if it is newer than the player's copy; returns the updated profile."""
-        key = f"miner:{task['id']}"
-        record = await self.ctx.storage.get(key)
-        if task.get("deleted"):
-            await self.ctx.storage.delete(key)
-            return profile
-        if record is None or not newer(task, record["task"]):
-            return profile  # a repeated delivery, or a miner this player no longer tracks
-        profile = {**profile, "ore": profile["ore"] + task["ore"] - record["task"]["ore"]}
-        await self.ctx.storage.put({key: {**record, "task": task}, "profile": profile})
-        return profile
 
     async def _profile(self) -> dict[str, Any]:
         profile: dict[str, Any] | None = await self.ctx.storage.get("profile")

@@ -24,10 +24,9 @@ from typing import Any
 from durable import DurableObject, ObjectState, Request, Response
 from durable.object import AlarmInfo
 from examples.mission_game import telemetry
-from examples.mission_game.rules import NAME, Task
+from examples.mission_game.rules import NAME, Task, delete_all, get_all, put_all
 
 MIN_GAP_MS = 100  # 10 broadcasts/s
-KEYS_PER_READ = 128  # the runtime's limit of keys per storage call
 
 
 class MissionRoom(DurableObject):
@@ -58,15 +57,12 @@ class MissionRoom(DurableObject):
         storage = self.ctx.storage
         pending = await storage.get("pending") or {"tasks": [], "removed": [], "players": {}}
         changed, removed = set(pending["tasks"]), set(pending["removed"])
-        for task in tasks:
-            if task.get("deleted"):
-                await storage.delete(f"task:{task['id']}")
-                changed.discard(task["id"])
-                removed.add(task["id"])
-            else:
-                await storage.put(f"task:{task['id']}", task)
-                changed.add(task["id"])
-                removed.discard(task["id"])
+        gone = {task["id"] for task in tasks if task.get("deleted")}
+        kept = {f"task:{task['id']}": task for task in tasks if task["id"] not in gone}
+        await delete_all(storage, [f"task:{i}" for i in gone])
+        await put_all(storage, kept)
+        changed = (changed - gone) | {task["id"] for task in kept.values()}
+        removed = (removed | gone) - changed
         for totals in players:
             pending["players"][totals["player"]] = totals
         pending = {
@@ -99,11 +95,7 @@ class MissionRoom(DurableObject):
         telemetry.GAME.broadcast(frame, len(sockets))
 
     async def _changed(self, ids: list[str]) -> list[Task]:
-        keys = [f"task:{i}" for i in ids]
-        found: list[Task] = []
-        for start in range(0, len(keys), KEYS_PER_READ):
-            found.extend((await self.ctx.storage.get(keys[start : start + KEYS_PER_READ])).values())
-        return found
+        return list((await get_all(self.ctx.storage, [f"task:{i}" for i in ids])).values())
 
     def _now_ms(self) -> int:
         return int(self.ctx.now() * 1000)

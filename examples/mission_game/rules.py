@@ -1,4 +1,6 @@
-"""The mining game's rules, shared by both designs: configuration, names, tasks and game errors.
+"""The mining game's rules, shared by both designs: configuration, names, tasks and game errors
+(and ``get_all``/``put_all``/``delete_all``: storage calls over any number of keys, split at the
+runtime's 128 keys per call, which the objects use to write a round's changes in a few calls).
 
 Configuration comes from ``Worker(vars=...)`` (``env.DESIGN`` …), filled from environment
 variables when ``app.py`` is imported, so ``DESIGN=original durable dev`` picks the design::
@@ -32,6 +34,7 @@ LIVE = "running"
 FAILED = "failed"  # deleted after 7 days; completed and recalled tasks after 24 h
 KEEP_FINISHED_MS = 24 * 3600 * 1000
 KEEP_FAILED_MS = 7 * 24 * 3600 * 1000
+KEYS_PER_CALL = 128  # the runtime's limit of keys per storage get, put or delete
 
 Task = dict[str, Any]
 
@@ -201,6 +204,27 @@ def expires_at(task: Task) -> int:
     """When a finished task is deleted: 24 h after completion or recall, 7 days after failure."""
     keep = KEEP_FAILED_MS if task["status"] == FAILED else KEEP_FINISHED_MS
     return int(task["last_cycle_at"]) + keep
+
+
+# -- storage in batches ------------------------------------------------------------------------
+async def get_all(storage: Any, keys: list[str]) -> dict[str, Any]:
+    """``storage.get`` of any number of keys, in calls of at most ``KEYS_PER_CALL``."""
+    found: dict[str, Any] = {}
+    for start in range(0, len(keys), KEYS_PER_CALL):
+        found.update(await storage.get(keys[start : start + KEYS_PER_CALL]))
+    return found
+
+
+async def put_all(storage: Any, entries: dict[str, Any]) -> None:
+    """``storage.put`` of any number of entries; all in one turn, so they commit together."""
+    items = list(entries.items())
+    for start in range(0, len(items), KEYS_PER_CALL):
+        await storage.put(dict(items[start : start + KEYS_PER_CALL]))
+
+
+async def delete_all(storage: Any, keys: list[str]) -> None:
+    for start in range(0, len(keys), KEYS_PER_CALL):
+        await storage.delete(keys[start : start + KEYS_PER_CALL])
 
 
 def newer(task: Task, than: Task | None) -> bool:

@@ -12,8 +12,12 @@ Storage of a shard::
                               a finished one; keys sort by time, so the earliest is list(limit=1)
     dirty:<id>                the task changed and its player and room have not both
                               acknowledged it yet (the live outbox, sent every round)
-    board:<id>                the task's ore has not reached the leaderboard yet (every 5 s)
     mined, mined_acked        ore mined by this shard so far, and the amount the global pool holds
+    board_mark                {"at": ms, "mined": ore}: the leaderboard has every task's ore as of
+                              ``at`` (when ``mined`` was that much); nothing is stored per task
+                              for it: a report is due while ``mined`` is larger, and it sends the
+                              tasks whose ``last_cycle_at`` is at or after ``at`` (derived, so a
+                              cycle writes no leaderboard mark)
 
 Guarantees:
 - No sleeps or timers (finding 3): every wait is the object's one alarm, set to the earliest of
@@ -22,8 +26,8 @@ Guarantees:
   Taking the due tasks is a range read of the heap, never a rebuild of a queue (the original's
   O(n)).
 - One checkpoint per cycle (finding 7): a cycle's task record, heap keys, outbox mark and ore
-  counter are written in one turn, so they commit together; a crash before that commit runs the
-  alarm again (at-least-once) and nothing is half-applied.
+  counter are written in one turn (one round's cycles share it), so they commit together; a
+  crash before that commit runs the alarm again (at-least-once) and nothing is half-applied.
 - Cleanup (finding 9): a completed or recalled task is deleted 24 h after it finished, a failed
   one after 7 days, by the same heap.
 - Deliveries are at-least-once and idempotent: players apply a state only if it is newer, rooms
@@ -34,9 +38,10 @@ Guarantees:
 - Three cadences, so what nobody watches live costs fewer calls: players and rooms every round,
   the global pool at most once a second (``POOL_EVERY_MS``), the leaderboard, aggregated once a
   minute anyway, at most every 5 s (``BOARD_EVERY_MS``).
-- Batching under load: alarms of one shard run at least ``TICK_MS`` (50 ms) apart, so the cycles
-  and deliveries due within a tick share one round (one RPC per player, room and leaderboard)
-  instead of one round per miner; a cycle is late by at most a tick.
+- Batching under load: alarms of one shard run at least ``TICK_MS`` (100 ms) apart, so the
+  cycles and deliveries due within a tick share one round (one commit, one RPC per player, room
+  and leaderboard) instead of one round per miner; a cycle is late by at most a tick. A new
+  miner does not move an alarm that is already due sooner (no full re-arm per deploy).
 - A miner whose player no longer exists fails (status ``failed``, counted in the metrics).
 
 Does not guarantee: cycles exactly ``cycle_ms`` apart: the next cycle is timed from when this
@@ -68,18 +73,22 @@ from examples.mission_game.rules import (
     Task,
     UnknownMiner,
     UnknownPlayer,
+    delete_all,
     expires_at,
     finish,
+    get_all,
     mine,
+    put_all,
 )
 
 log = logging.getLogger("mission_game.scheduler")
 DUE_BATCH = 2_000  # tasks run per alarm; more due → the alarm is set to now again
 OUTBOX_BATCH = 1_000  # tasks delivered per alarm
 EVENTS_PER_BATCH = 100  # the leaderboard's batch limit
-TICK_MS = 50  # alarms of one shard at least this far apart: cycles due together share a round
+TICK_MS = 100  # alarms of one shard at least this far apart: cycles due together share a round
 POOL_EVERY_MS = 1_000
 BOARD_EVERY_MS = 5_000
+NO_MARK = {"at": 0, "mined": 0}  # no leaderboard report yet
 
 
 class TaskRouter:
@@ -120,17 +129,19 @@ class SchedulerShard(DurableObject):
     async def start(self, task: Task) -> None:
         """Take a new miner; idempotent (the player may retry)."""
         if await self.ctx.storage.get(f"task:{task['id']}") is None:
-            await self._store(None, task)
+            await self._store([(None, task)])
             await self._count_running(+1)
-        await self._rearm()
+        await self._wake_soon()
 
     async def recall(self, task_id: str) -> Task:
         task: Task | None = await self.ctx.storage.get(f"task:{task_id}")
         if task is None or task.get("deleted"):
             raise UnknownMiner(task_id)
         if task["status"] == LIVE:
-            task = await self._store(task, finish(task, "recalled", self._now_ms()))
+            recalled = finish(task, "recalled", self._now_ms())
+            await self._store([(task, recalled)])
             await self._count_running(-1)
+            task = recalled
             await self._rearm()
         return task
 
@@ -146,10 +157,8 @@ class SchedulerShard(DurableObject):
     async def alarm(self, info: AlarmInfo) -> None:
         now = self.last_round = self._now_ms()
         due = await self.ctx.storage.list(prefix="due:", end=due_key(now + 1, ""), limit=DUE_BATCH)
-        for key in due:
-            task: Task | None = await self.ctx.storage.get(f"task:{key.rsplit(':', 1)[1]}")
-            if task is not None:
-                await self._due(task, now)
+        tasks = await get_all(self.ctx.storage, [f"task:{k.rsplit(':', 1)[1]}" for k in due])
+        await self._due(list(tasks.values()), now)
         if not self.delivering:
             self.delivering = True
             try:
@@ -158,28 +167,38 @@ class SchedulerShard(DurableObject):
                 self.delivering = False
         await self._rearm()
 
-    async def _due(self, task: Task, now: int) -> None:
-        if task["status"] != LIVE:  # its time to be deleted (finding 9)
-            await self.ctx.storage.delete(due_key(wake_at(task), task["id"]))
-            await self.ctx.storage.put({f"task:{task['id']}": {**task, "deleted": True},
-                                        f"dirty:{task['id']}": True})  # fmt: skip
-            return
+    async def _due(self, tasks: list[Task], now: int) -> None:
+        """Mine one cycle of each due live task; tombstone each expired one (finding 9)."""
         started = time.perf_counter()
-        cycled = await self._store(task, mine(task, now))
-        await self.ctx.storage.put("mined", await self.ctx.storage.get("mined", 0) + ORE_PER_CYCLE)
-        if cycled["status"] != LIVE:
-            await self._count_running(-1)
-        telemetry.GAME.cycle(time.perf_counter() - started, now - int(task["next_cycle_at"]))
+        live = [t for t in tasks if t["status"] == LIVE]
+        expired = [t for t in tasks if t["status"] != LIVE]
+        cycled = [mine(t, now) for t in live]
+        await delete_all(self.ctx.storage, [due_key(wake_at(t), t["id"]) for t in expired])
+        tombstones = {f"task:{t['id']}": {**t, "deleted": True} for t in expired}
+        await put_all(
+            self.ctx.storage, {**tombstones, **{f"dirty:{t['id']}": True for t in expired}}
+        )
+        await self._store(list(zip(live, cycled, strict=True)))
+        if live:
+            mined = await self.ctx.storage.get("mined", 0)
+            await self.ctx.storage.put("mined", mined + ORE_PER_CYCLE * len(live))
+        finished = sum(t["status"] != LIVE for t in cycled)
+        if finished:
+            await self._count_running(-finished)
+        seconds = (time.perf_counter() - started) / max(1, len(live))
+        for task in live:
+            telemetry.GAME.cycle(seconds, now - int(task["next_cycle_at"]))
 
-    async def _store(self, old: Task | None, task: Task) -> Task:
-        """Write ``task``, move its heap key and mark it for delivery: one commit."""
-        if old is not None:
-            await self.ctx.storage.delete(due_key(wake_at(old), old["id"]))
-        await self.ctx.storage.put({f"task:{task['id']}": task,
-                                    due_key(wake_at(task), task["id"]): True,
-                                    f"dirty:{task['id']}": True,
-                                    f"board:{task['id']}": True})  # fmt: skip
-        return task
+    async def _store(self, changes: list[tuple[Task | None, Task]]) -> None:
+        """Write each (old, new) task, move its heap key and mark it for delivery: one turn, so
+        one commit."""
+        moved = [due_key(wake_at(old), old["id"]) for old, _ in changes if old is not None]
+        await delete_all(self.ctx.storage, moved)
+        entries: dict[str, Any] = {}
+        for _, task in changes:
+            entries |= {f"task:{task['id']}": task, due_key(wake_at(task), task["id"]): True,
+                        f"dirty:{task['id']}": True}  # fmt: skip
+        await put_all(self.ctx.storage, entries)
 
     async def _count_running(self, delta: int) -> None:
         running = await self.ctx.storage.get("running", 0) + delta
@@ -193,9 +212,10 @@ class SchedulerShard(DurableObject):
         times = [int(key.split(":")[1]) for key in first]
         if await storage.list(prefix="dirty:", limit=1):
             times.append(max(now, self.retry_at))
-        if await storage.list(prefix="board:", limit=1):
+        mined = await storage.get("mined", 0)
+        if mined > (await storage.get("board_mark", NO_MARK))["mined"]:
             times.append(max(now, self.retry_at, self.next_board))
-        if await storage.get("mined", 0) > await storage.get("mined_acked", 0):
+        if mined > await storage.get("mined_acked", 0):
             times.append(max(now, self.retry_at, self.next_pool))
         if not times:
             await storage.delete_alarm()
@@ -204,17 +224,22 @@ class SchedulerShard(DurableObject):
         if await storage.get_alarm() != when:
             await storage.set_alarm(when)
 
+    async def _wake_soon(self) -> None:
+        """Have the next round deliver a new task: the alarm moves only if it is due later."""
+        when = max(self._now_ms(), self.retry_at, self.last_round + TICK_MS)
+        alarm = await self.ctx.storage.get_alarm()
+        if alarm is None or alarm > when:  # the round's own re-arm times the task's first cycle
+            await self.ctx.storage.set_alarm(when)
+
     # -- deliveries -----------------------------------------------------------------------------
     async def _deliver(self) -> None:
         now = self._now_ms()
-        tasks = await self._outbox("dirty:")
+        tasks = await self._outbox()
         refused = await self._send(tasks)
-        await self._acknowledge("dirty:", tasks, refused)
+        await self._acknowledge(tasks, refused)
         if now >= self.next_board:
             self.next_board = now + BOARD_EVERY_MS
-            reported = await self._outbox("board:")
-            refused |= await self._report(reported)
-            await self._acknowledge("board:", reported, refused)
+            refused |= await self._report_board()
         if now >= self.next_pool:
             self.next_pool = now + POOL_EVERY_MS
             refused |= await self._deposit()
@@ -222,27 +247,22 @@ class SchedulerShard(DurableObject):
         backoff = min(10_000, 500 * 2 ** (self.failures - 1)) if refused else 0
         self.retry_at = self._now_ms() + backoff
 
-    async def _outbox(self, prefix: str) -> list[Task]:
-        """The tasks marked with ``prefix`` (a mark whose task is gone is dropped)."""
-        marks = await self.ctx.storage.list(prefix=prefix, limit=OUTBOX_BATCH)
-        tasks = []
-        for key in marks:
-            task = await self.ctx.storage.get(f"task:{key[len(prefix) :]}")
-            if task is None:
-                await self.ctx.storage.delete(key)
-            else:
-                tasks.append(task)
-        return tasks
+    async def _outbox(self) -> list[Task]:
+        """The tasks marked dirty (a mark whose task is gone is dropped)."""
+        marks = await self.ctx.storage.list(prefix="dirty:", limit=OUTBOX_BATCH)
+        ids = [key[len("dirty:") :] for key in marks]
+        found = await get_all(self.ctx.storage, [f"task:{i}" for i in ids])
+        await delete_all(self.ctx.storage, [f"dirty:{i}" for i in ids if f"task:{i}" not in found])
+        return list(found.values())
 
-    async def _acknowledge(self, prefix: str, tasks: list[Task], refused: set[str]) -> None:
+    async def _acknowledge(self, tasks: list[Task], refused: set[str]) -> None:
         """Clear the marks of what was delivered, unless the task changed meanwhile."""
         storage = self.ctx.storage
-        for task in tasks:
-            if task["id"] in refused or await storage.get(f"task:{task['id']}") != task:
-                continue  # a newer state goes in a later round
-            await storage.delete(f"{prefix}{task['id']}")
-            if prefix == "dirty:" and task.get("deleted"):
-                await storage.delete(f"task:{task['id']}")
+        now = await get_all(storage, [f"task:{t['id']}" for t in tasks if t["id"] not in refused])
+        # A task that changed meanwhile stays marked: its newer state goes in a later round.
+        sent = [t for t in tasks if now.get(f"task:{t['id']}") == t]
+        gone = [f"task:{t['id']}" for t in sent if t.get("deleted")]
+        await delete_all(storage, [f"dirty:{t['id']}" for t in sent] + gone)
 
     async def _send(self, tasks: list[Task]) -> set[str]:
         """Deliver to players, then to rooms; the ids not acknowledged."""
@@ -278,15 +298,28 @@ class SchedulerShard(DurableObject):
 
     async def _fail(self, tasks: list[Task]) -> None:
         now = self._now_ms()
-        for task in tasks:
-            await self._store(task, finish(task, FAILED, now))
-            await self._count_running(-1)
-            telemetry.GAME.failures += 1
+        await self._store([(task, finish(task, FAILED, now)) for task in tasks])
+        if tasks:
+            await self._count_running(-len(tasks))
+        telemetry.GAME.failures += len(tasks)
 
     async def _publish(self, mission: str, tasks: list[Task], totals: dict[str, Any]) -> None:
         owners = {t["owner"] for t in tasks}
         players = [totals[o] for o in sorted(owners) if o in totals]
         await self.env.ROOM.get_by_name(mission).publish(tasks, players)
+
+    async def _report_board(self) -> set[str]:
+        """Report the tasks changed since the board mark, then move the mark; refused ids."""
+        storage = self.ctx.storage
+        mark, mined = await storage.get("board_mark", NO_MARK), await storage.get("mined", 0)
+        if mined <= mark["mined"]:
+            return set()
+        read_at = self._now_ms()  # a task changed after this read has last_cycle_at >= read_at
+        tasks = (await storage.list(prefix="task:")).values()
+        refused = await self._report([t for t in tasks if t["last_cycle_at"] >= mark["at"]])
+        if not refused:
+            await storage.put("board_mark", {"at": read_at, "mined": mined})
+        return refused
 
     async def _report(self, tasks: list[Task]) -> set[str]:
         """Ore-mined events for the leaderboard, in batches of at most 100; the ids refused."""
