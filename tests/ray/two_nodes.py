@@ -7,7 +7,8 @@ cannot share the test session's Ray), then one host slot per node, each on its o
 ``Cluster.start`` cannot do that placement (it names no node and has one data dir for every slot),
 so the actors are created here with the same classes and arguments it uses.
 
-It increments objects of every partition while the first slot to register still owns them all,
+It starts node A's slot alone and increments objects of every partition while it owns them all,
+then starts node B's slot,
 waits for the rebalance (each slot serving the partitions it wins), reads them again, then sends
 HTTP requests to node A's gateway only and calls objects through ``connect(address="auto")``, and
 prints one JSON line: the values before and after the rebalance, the Ray node each call ran on,
@@ -50,20 +51,27 @@ async def serve_and_call(out: Path) -> dict[str, Any]:
         .options(name=DIRECTORY, namespace=RAY_NAMESPACE, resources={NODES[0]: 0.01})
         .remote(PARTITIONS, base.info(), base.lease_ttl)
     )
-    hosts = [
-        host_actor_class()
-        .options(name=f"durable-host-{slot}", namespace=RAY_NAMESPACE, resources={node: 0.01})
-        .remote(slot, configs[slot])
-        for slot, node in enumerate(NODES)
-    ]
+
+    def start(slot: int) -> Any:
+        node = NODES[slot]
+        return (
+            host_actor_class()
+            .options(name=f"durable-host-{slot}", namespace=RAY_NAMESPACE, resources={node: 0.01})
+            .remote(slot, configs[slot])
+        )
+
+    # Node A's slot starts alone and owns every partition while the objects are written; node
+    # B's slot starts only then, so the partitions it wins move after the writes, every run
+    # (started together, both could own their partitions before the first write).
+    hosts = [start(0)]
     names = [f"o{i}" for i in range(4 * PARTITIONS)]
     try:
-        await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in hosts)), 60)
-        # The first slot to register owns every partition until the rebalance: write now, and
-        # read again once the partitions the other node's slot wins have moved to it.
-        first = [(await h.ready.remote())["owned"] for h in hosts]
+        await asyncio.wait_for(hosts[0].ready.remote(), 60)
         async with durable.connect(worker, address="auto") as env:
             before = {name: (await env.TALLY.get_by_name(name).increment())["n"] for name in names}
+        first = [(await hosts[0].ready.remote())["owned"], []]
+        hosts.append(start(1))
+        await asyncio.wait_for(hosts[1].ready.remote(), 60)
 
         async def balanced() -> list[dict[str, int]] | None:
             owned = [(await h.ready.remote())["owned"] for h in hosts]
