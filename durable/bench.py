@@ -69,15 +69,17 @@ class Study:
 
 
 STUDIES: tuple[Study, ...] = (
-    Study("http", "http.py", "HTTP and WebSockets: durable, workerd, hello, one actor per object"),
+    Study("http", "http.py", "HTTP and WebSockets: durable, workerd, hello, one actor per object",
+          quick=("--quick", "--duration", "1.5")),
     Study("core", "core.py", "Core runtime in process: calls, creation, memory"),
-    Study("alarms", "alarms.py", "Alarms: lateness at 5,000/s, re-arm after restart"),
+    Study("alarms", "alarms.py", "Alarms: lateness at 5,000/s, re-arm after restart",
+          quick=("--quick", "--repeat", "1")),
     Study("shards", "shards.py", "HashRouter shard counts and a live reshard"),
-    Study(
-        "mission_game", "mission_game.py", "Mining game: original vs sharded, 10 to 1,000 players"
-    ),
+    Study("mission_game", "mission_game.py", "Mining game: original vs sharded, 10-1,000 players",
+          quick=("--quick", "--configs", "original,hash-4,namespace", "--players", "10,100,500",
+                 "--duration", "15", "--deploy-window", "8")),
     Study("todos", "todos.py", "TinyBase todo backend: every sharding strategy"),
-)
+)  # fmt: skip
 
 
 @dataclass

@@ -36,13 +36,16 @@ Guarantees:
 Does not guarantee: bodies are chunked on the wire but assembled whole at each end (the object's
 ``fetch`` gets a complete body; streaming into it is the gateway issue's).
 
-On failure: a malformed frame or a wrong token closes the connection; its in-flight calls fail
+On failure: a malformed frame (not ``[kind, rid, ...]`` with a known kind, or body for an
+unknown request) or a wrong token (compared in constant time) closes the connection and is
+logged; the server and its other connections go on. In-flight calls on the closed connection fail
 with ``ConnectionLost`` on the caller's side.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import importlib
 import itertools
 import logging
@@ -77,6 +80,25 @@ class Frame(IntEnum):
     NOT_OWNER = 12
     RESPONSE = 13
     PUSH = 14
+
+
+class MalformedFrame(ValueError):
+    """A frame that is not a list starting with a known kind and an int request id."""
+
+
+_KINDS = frozenset(Frame)
+
+
+def _well_formed(frame: Any) -> bool:
+    """Whether ``frame`` can be dispatched: ``[kind, rid, ...]`` (a BODY for an unknown rid is
+    caught where it is looked up)."""
+    return (
+        isinstance(frame, list)
+        and len(frame) >= 2
+        and type(frame[0]) is int
+        and frame[0] in _KINDS
+        and type(frame[1]) is int
+    )
 
 
 class NotSent(Exception):
@@ -293,16 +315,25 @@ class ChannelServer:
         bodies: dict[int, tuple[list[Any], list[bytes]]] = {}
         try:
             frames = link.frames()
-            hello = await anext(frames, None)
-            if not (isinstance(hello, list) and hello[:2] == [Frame.HELLO, self.token]):
+            if not self._greeted(await anext(frames, None)):
+                log.warning("channel connection refused: no hello with this cluster's token")
                 return
             async for frame in frames:
+                if not _well_formed(frame):
+                    raise MalformedFrame(f"not a channel frame: {str(frame)[:80]}")
                 self._dispatch(link, frame, bodies)
-        except (ConnectionError, ValueError, msgpack.UnpackException) as error:
+        except (ConnectionError, ValueError, KeyError, msgpack.UnpackException) as error:
             log.info("channel connection closed: %r", error)
         finally:
             self._links.discard(link)
             link.close()
+
+    def _greeted(self, hello: Any) -> bool:
+        """A HELLO carrying this cluster's token (constant-time compare: no timing oracle)."""
+        if not (isinstance(hello, list) and len(hello) >= 2 and hello[0] == Frame.HELLO):
+            return False
+        token = hello[1]
+        return isinstance(token, str) and hmac.compare_digest(token.encode(), self.token.encode())
 
     def _dispatch(
         self, link: _Link, frame: list[Any], bodies: dict[int, tuple[list[Any], list[bytes]]]
