@@ -15,7 +15,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import pytest
 
 import durable
 from durable.errors import StorageFull
+from tests.disks import small_disk
 from tests.ray.apps import worker
 from tests.ray.harness import (
     IN_FLIGHT_ERRORS,
@@ -102,19 +103,6 @@ async def test_sigkill_of_the_slot_under_load_over_100_objects_loses_nothing(
 
 async def nothing(_: list[Client]) -> None:
     pass
-
-
-@contextlib.contextmanager
-def small_disk(where: Path, size: str = "64m") -> Iterator[Path]:
-    where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                             capture_output=True, check=False)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=True)
 
 
 def filler(disk: Path) -> tuple[Step, Step]:

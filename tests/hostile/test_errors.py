@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from durable.frontdoor import GatewayLimits
 from durable.ids import id_from_name
 from durable.testing import VirtualClock
 from tests.conftest import Runner, host_of
+from tests.disks import small_disk
 from tests.hostile.app import make_worker
 from tests.hostile.server import ServerThread, json_error
 
@@ -82,19 +82,6 @@ def test_a_malformed_rpc_payload_is_a_durable_error_and_runs_nothing(
 
 
 # -- a full disk (a real tmpfs: needs root to mount) -------------------------------------------
-@contextlib.contextmanager
-def small_disk(where: Path, size: str = "64m") -> Iterator[Path]:
-    where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                             capture_output=True, check=False)  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=True)
-
-
 def fill(disk: Path) -> Path:
     """Write a file until the disk has no space left; returns it (delete it to free the disk)."""
     filler = disk / "filler"
