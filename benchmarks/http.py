@@ -277,12 +277,17 @@ def running(make: Callable[[int, Path], Server]) -> Iterator[tuple[Server, int, 
             server.startup_s = time.perf_counter() - started
             yield server, port, server.pids(proc)
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT (a server's clean stop), then SIGKILL if it has not exited within 30 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], polls: int = 600) -> None:

@@ -44,8 +44,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -65,6 +63,7 @@ import httpx  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from benchmarks import report  # noqa: E402
+from benchmarks.http import free_port, stop  # noqa: E402
 from benchmarks.report import Goal, num, percentile  # noqa: E402
 
 DURABLE = Path(sys.executable).parent / "durable"
@@ -113,12 +112,6 @@ QUICK = Sizes(users=300, rounds=2, rooms=30, edits=5, burst=1000)
 
 
 # -- a server ------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @asynccontextmanager
 async def serving(
     data_dir: Path, env: dict[str, str], connections: int = 256
@@ -161,12 +154,7 @@ async def serving(
             await _healthy(client, proc, Path(log.name))
             yield client
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
 
 

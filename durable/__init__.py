@@ -11,6 +11,7 @@ from starlette.websockets import WebSocket
 
 from durable.connection import connect
 from durable.errors import (
+    BackupCorrupt,
     BatchTooLarge,
     ConnectionLost,
     CpuTimeExceeded,
@@ -47,6 +48,7 @@ from durable.worker import Worker
 
 __all__ = [
     "AlarmInfo",
+    "BackupCorrupt",
     "BatchTooLarge",
     "ConnectionLost",
     "CpuTimeExceeded",

@@ -49,22 +49,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from durable.errors import DataDirInUse, DurableError, InvalidArgument
+from durable.errors import BackupCorrupt, DataDirInUse, InvalidArgument
 from durable.ids import ObjectId, id_from_name
 
 MANIFEST = "manifest.json"
 FORMAT = 1
 Progress = Callable[[int, int, str], None]  # (done, total, what): called after each partition
-
-
-class BackupCorrupt(DurableError):
-    """A backup whose manifest is missing or whose files do not match their checksums."""
-
-    def __init__(self, dest: Path, detail: str) -> None:
-        super().__init__(
-            f"The backup at {dest} cannot be used: {detail}. Take a new backup with "
-            "`durable backup DATA_DIR DEST`; nothing was restored."
-        )
 
 
 @dataclass(frozen=True, slots=True)

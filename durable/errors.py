@@ -29,6 +29,7 @@ keeps working for code that does not know durable::
     ├── Unavailable                     no reachable owner for the object's partition: nothing ran
     ├── WebSocketError                  a hibernatable WebSocket limit or misuse (workerd's Error)
     ├── RequestTooLarge                 an HTTP request body over the gateway's limit (HTTP 413)
+    ├── BackupCorrupt                   a backup without its manifest or failing its checksums
     ├── DataDirInUse                    another process holds the data directory
     └── PortInUse                       the HTTP port cannot be bound (``durable dev/serve``)
 
@@ -252,6 +253,16 @@ class Unavailable(DurableError):
         super().__init__(
             f"Partition {partition} had no reachable owner for {waited:.1f} s (its host is "
             "restarting or the partition is moving); the call was not run. Retry later."
+        )
+
+
+class BackupCorrupt(DurableError):
+    """A backup whose manifest is missing or whose files do not match their checksums."""
+
+    def __init__(self, dest: object, detail: str) -> None:
+        super().__init__(
+            f"The backup at {dest} cannot be used: {detail}. Take a new backup with "
+            "`durable backup DATA_DIR DEST`; nothing was restored."
         )
 
 

@@ -12,8 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 import durable
-from durable.backup import BackupCorrupt, backup, read_manifest, restore
+from durable.backup import backup, read_manifest, restore
 from durable.cli import app
+from durable.errors import BackupCorrupt
 from durable.ids import id_from_name
 
 
