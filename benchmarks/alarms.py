@@ -70,17 +70,15 @@ from time import perf_counter
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script: find durable and benchmarks from the repo root, and drop this script's own
-# folder from the path, where a sibling script (benchmarks/http.py) would shadow the stdlib.
-sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks")]
+sys.path.insert(0, str(ROOT))  # run as a script: find durable and benchmarks
 
 from benchmarks import report  # noqa: E402
+from benchmarks.core import local_host  # noqa: E402
 from benchmarks.report import Goal, num  # noqa: E402
 from durable import AlarmInfo, DurableObject, Worker, connect  # noqa: E402
 from durable.alarms import AlarmOutcome, AlarmScheduler  # noqa: E402
 from durable.clock import SystemClock, Timer, TimerCallback  # noqa: E402
 from durable.collector import Collector  # noqa: E402
-from durable.host import Host  # noqa: E402
 from durable.ids import ObjectId, id_from_name  # noqa: E402
 
 GOAL_P99_MS = 20.0
@@ -205,7 +203,7 @@ async def setup(load: Load, data_dir: Path) -> dict[str, Any]:
             load.objects,
         )
         seconds = perf_counter() - t0
-        pending = ns._transport.statistics().pending_alarms
+        pending = local_host(env).statistics().pending_alarms
         rss_after = report.rss_kib()
     return {
         "first_due_ms": first_ms,
@@ -260,7 +258,7 @@ async def restart_and_fire(
     rss_before = report.rss_kib()
     t0 = perf_counter()
     async with connect(WORKER, data_dir=data_dir, clock=clock) as env:
-        host: Host = getattr(env, load.name.upper())._transport
+        host = local_host(env)
         stats = host.statistics()
         rearm_s = perf_counter() - t0
         gc.collect()

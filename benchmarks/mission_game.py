@@ -58,15 +58,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-# Run as a script, this folder would come first on sys.path and its http.py would shadow the
-# standard library's ``http`` package (as benchmarks/http.py explains).
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-ROOT = HERE.parent
+ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: find durable, examples and benchmarks
 
 from benchmarks import report  # noqa: E402
-from benchmarks.http import LOADGEN, Server, ray_actor_pids, running  # noqa: E402
+from benchmarks.gateway import LOADGEN, Server, ray_actor_pids, running  # noqa: E402
 from benchmarks.report import Goal, num  # noqa: E402
 
 APP = "examples.mission_game.app:worker"

@@ -141,7 +141,11 @@ class Latency:
 
 @dataclass(frozen=True, slots=True)
 class Goal:
-    """A target a figure must reach; ``projected`` marks a figure extrapolated from a small run."""
+    """A target a figure must reach; ``projected`` marks a figure extrapolated from a small run.
+
+    ``beside`` is the reference measured in the same run, printed next to the figure:
+    ``Goal("(a) calls/s", 30_000, 80_000, "calls/s", beside="0.19× limit 160,000")``.
+    """
 
     name: str
     measured: float
@@ -149,6 +153,7 @@ class Goal:
     unit: str
     at_least: bool = True
     projected: bool = False
+    beside: str = ""
 
     @property
     def met(self) -> bool:
@@ -185,7 +190,9 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]
 
 
 def print_goals(goals: Iterable[Goal]) -> None:
-    rows = []
+    """The goals table; a "same run" column when any goal carries a reference beside it."""
+    goals = list(goals)
+    rows: list[tuple[str, ...]] = []
     for g in goals:
         sign = "≥" if g.at_least else "≤"
         verdict = "[green]met[/]" if g.met else "[red]not met[/]"
@@ -195,7 +202,18 @@ def print_goals(goals: Iterable[Goal]) -> None:
         rows.append(
             (g.name, measured, f"{sign} {num(g.target, 2 if g.target < 100 else 0)}", verdict)
         )
-    print_table("Goals", ("goal", "measured", "target", "verdict"), rows)
+    columns: tuple[str, ...] = ("goal", "measured", "target", "verdict")
+    if any(g.beside for g in goals):
+        columns += ("beside it, same run",)
+        rows = [(*row, g.beside or "–") for row, g in zip(rows, goals, strict=True)]
+    print_table("Goals", columns, rows)
+
+
+def ratio(value: float | None, reference: float | None) -> str:
+    """A figure as a multiple of its reference: ``ratio(4321, 15152) == '0.29×'``; '–' if none."""
+    if value is None or not reference:
+        return "–"
+    return f"{value / reference:.2f}×"
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

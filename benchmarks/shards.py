@@ -49,8 +49,7 @@ from time import perf_counter
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script: find durable and benchmarks, and not benchmarks/http.py in place of the stdlib.
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+sys.path.insert(0, str(ROOT))  # run as a script: find durable and benchmarks
 
 from benchmarks import report  # noqa: E402
 from benchmarks.report import num, percentile  # noqa: E402

@@ -56,14 +56,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script: find durable and benchmarks, and not benchmarks/http.py in place of the stdlib.
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+sys.path.insert(0, str(ROOT))  # run as a script: find durable and benchmarks
 
 import httpx  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from benchmarks import report  # noqa: E402
-from benchmarks.http import free_port, stop  # noqa: E402
+from benchmarks.gateway import free_port, stop  # noqa: E402
 from benchmarks.report import Goal, num, percentile  # noqa: E402
 
 DURABLE = Path(sys.executable).parent / "durable"

@@ -18,15 +18,15 @@ before are kept (as a handler that raises).
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from durable.cache import ObjectCache
-from durable.errors import ObjectReset
-from durable.gates import InputGate, wait_durable
+from durable.errors import CpuTimeExceeded, ObjectReset, Overloaded, RemoteError, StorageFull
+from durable.gates import InputGate, current_activation
 from durable.limits import Limits
-from durable.namespace import current_activation
 from durable.object import DurableObject, ObjectState
 from durable.storage import Storage
 
@@ -58,6 +58,8 @@ class Activation:
         cache: ObjectCache,
         storage: Storage,
         limits: Limits,
+        idle_timeout: float,
+        idle_group: OrderedDict[ObjectId, Activation],
     ) -> None:
         self.host = host
         self.oid = oid
@@ -73,6 +75,8 @@ class Activation:
         self.tasks: set[asyncio.Future[Any]] = set()
         self.last_active = self.clock.now()
         self.retry_alarm = True
+        self.idle_timeout = idle_timeout  # seconds without events before eviction
+        self.idle_group = idle_group  # the host's last-activity order for that timeout
         self.instance = self._construct(cls)
 
     def _construct(self, cls: type[DurableObject]) -> DurableObject:
@@ -89,40 +93,60 @@ class Activation:
 
     async def invoke(self, handler: Callable[[], Coroutine[Any, Any, T]], alarm: bool = False) -> T:
         """Run one event: input gate, the handler under the CPU guard, then the output gate
-        (an ``alarm`` event's writes may be deferred: ``Host.mark_dirty``)."""
-        self.host.admit(self)
+        (an ``alarm`` event's writes may be deferred: ``GroupCommit.mark_dirty``).
+
+        Errors a caller can act on: ``StorageFull`` rather than the reset it caused, and a user
+        ``BaseException`` (which would otherwise escape every ``except Exception`` up to the
+        server) as a reset and a ``RemoteError``."""
+        if self.pending >= self.limits.max_pending_events:
+            raise Overloaded(f"Durable Object {self.oid}", self.limits.max_pending_events)
         self.pending += 1
         self.alarm_events += alarm
         try:
-            if self.gate.closed or self.gate.broken is not None:
-                await self.gate.enter()
+            gate = self.gate
+            if gate._locks or gate.broken is not None:
+                await gate.enter()
             token = current_activation.set(self)
             try:
-                result = await self.host.guard.metered(handler(), self.limits.cpu_ms)
+                steps = self.host.guard.metered(handler(), self.limits.cpu_ms)
+                result: T = steps.value if steps.done else await steps
             except Exception as error:
                 error.remote = True  # type: ignore[attr-defined]
                 raise
             finally:
                 current_activation.reset(token)
-            self._raise_if_broken()
-            await wait_durable(self.cache, observed=not alarm)
+            if gate.broken is not None:
+                raise gate.broken
+            # The output gate (gates.wait_durable), inline: one frame fewer to resume.
+            cache = self.cache
+            if not alarm:
+                self.host.commits.expedite(cache)
+            round_ = cache.round
+            if round_ is not None:
+                if not round_.done:
+                    await round_.join()
+                round_.check(cache)
             return result
-        except BaseException as error:
+        except ObjectReset as error:
+            self._on_error(error)
+            if isinstance(gate.broken, StorageFull):
+                raise StorageFull(gate.broken.path) from None
+            raise
+        except (Exception, asyncio.CancelledError, GeneratorExit) as error:
             self._on_error(error)
             raise
+        except BaseException as error:
+            self.reset(ObjectReset(f"it raised {type(error).__name__}"))
+            remote = RemoteError(type(error).__name__, str(error))
+            remote.remote = True
+            raise remote from None
         finally:
             self.pending -= 1
             self.alarm_events -= alarm
             self.last_active = self.clock.now()
             self.host.touched(self)
 
-    def _raise_if_broken(self) -> None:
-        if self.gate.broken is not None:
-            raise self.gate.broken
-
     def _on_error(self, error: BaseException) -> None:
-        from durable.errors import CpuTimeExceeded
-
         active = self.state is ActivationState.ACTIVE
         if active and isinstance(error, CpuTimeExceeded | ObjectReset):
             self.reset(error)

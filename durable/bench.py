@@ -69,7 +69,8 @@ class Study:
 
 
 STUDIES: tuple[Study, ...] = (
-    Study("http", "http.py", "HTTP and WebSockets: durable, workerd, hello, one actor per object",
+    Study("gateway", "gateway.py",
+          "HTTP and WebSockets: durable, workerd, hello, one actor per object",
           quick=("--quick", "--duration", "1.5")),
     Study("core", "core.py", "Core runtime in process: calls, creation, memory"),
     Study("alarms", "alarms.py", "Alarms: lateness at 5,000/s, re-arm after restart",
@@ -235,29 +236,30 @@ DURABLE_CONFIGS = ("durable", "ray", "ray-2slots", "ray-dedicated")
 
 
 def _headlines(outcomes: Sequence[Outcome]) -> str:
-    http = _find(outcomes, "http")
-    if http is None:
-        return "## Headlines\n\nThe http study was not run: no durable / workerd ratios."
-    results = http["results"]
-    hello = _rps(results, "hello", "hello", 64)
+    gateway = _find(outcomes, "gateway")
+    if gateway is None:
+        return "## Headlines\n\nThe gateway study was not run: no durable / workerd ratios."
+    results = gateway["results"]
     rows = []
     for scenario, c, what in HEADLINE_SCENARIOS:
         workerd = _rps(results, "workerd", scenario, c)
+        hello = _rps(results, "hello", "hello", c)
         for config in DURABLE_CONFIGS:
             mine = _rps(results, config, scenario, c)
             if mine is None:
                 continue
             rows.append((
                 f"{what} (c={c})", config, _num(mine), _num(workerd),
-                _ratio(mine, workerd), _ratio(mine, hello),
+                _ratio(mine, workerd), _num(hello), _ratio(mine, hello),
             ))  # fmt: skip
     return "\n\n".join([
         "## Headlines: durable / workerd and durable / hello, same run",
-        f"Starlette hello world at c=64: {_num(hello)} req/s. workerd is Cloudflare's runtime "
-        "(npm `miniflare`, pinned in `benchmarks/reference/`) serving the same workloads; "
-        "`ray-dedicated` is the naive design (one Ray actor per object).",
-        _table(("workload", "durable config", "req/s", "workerd req/s", "÷ workerd", "÷ hello"),
-               rows),
+        "Each figure beside workerd's and the Starlette hello world's at the same concurrency. "
+        "workerd is Cloudflare's runtime (npm `miniflare`, pinned in `benchmarks/reference/`) "
+        "serving the same workloads; `ray-dedicated` is the naive design (one Ray actor per "
+        "object).",
+        _table(("workload", "durable config", "req/s", "workerd req/s", "÷ workerd",
+                "hello req/s", "÷ hello"), rows),
     ])  # fmt: skip
 
 
@@ -271,16 +273,19 @@ def _goals(outcomes: Sequence[Outcome]) -> str:
         for goal in (o.result or {}).get("goals", []):
             sign = "≥" if goal.get("at_least", True) else "≤"
             verdict = "**met**" if goal.get("met") else "not met"
-            rows.append((o.study.name, goal["name"], f"{_figure(goal['measured'])} {goal['unit']}",
-                         f"{sign} {_figure(goal['target'])}", verdict))  # fmt: skip
+            note = " (projected)" if goal.get("projected") else ""
+            rows.append((o.study.name, goal["name"],
+                         f"{_figure(goal['measured'])} {goal['unit']}{note}",
+                         f"{sign} {_figure(goal['target'])}", verdict,
+                         goal.get("beside") or "–"))  # fmt: skip
     if not rows:
         return "## Goals\n\nNo study reported goals in this run."
-    met = sum(r[-1] == "**met**" for r in rows)
+    met = sum(r[4] == "**met**" for r in rows)
     return "\n\n".join([
         f"## Goals ({met} of {len(rows)} met)",
-        "Each goal of the issues, with the figure measured in this run; goals stated against "
-        "workerd compare with workerd measured in the same run.",
-        _table(("study", "goal", "measured", "target", "verdict"), rows),
+        "Each goal of the issues, with the figure measured in this run and, beside it, the "
+        "reference it is judged against from the same run (hello, workerd, the core limit).",
+        _table(("study", "goal", "measured", "target", "verdict", "beside it, same run"), rows),
     ])  # fmt: skip
 
 
@@ -329,17 +334,17 @@ def _game_claims(original: dict[str, Any]) -> str:
 
 
 def _scaling(outcomes: Sequence[Outcome]) -> str:
-    http = _find(outcomes, "http")
+    gateway = _find(outcomes, "gateway")
     rows = []
-    if http is not None:
+    if gateway is not None:
         for scenario, c, what in HEADLINE_SCENARIOS[:2]:
-            one = _rps(http["results"], "ray", scenario, c)
-            two = _rps(http["results"], "ray-2slots", scenario, c)
+            one = _rps(gateway["results"], "ray", scenario, c)
+            two = _rps(gateway["results"], "ray-2slots", scenario, c)
             rows.append((f"{what} (c={c})", _num(one), _num(two), _ratio(two, one)))
     return "\n\n".join([
         "## Scaling: host slots and nodes",
         _table(("workload", "1 slot req/s", "2 slots req/s", "2 ÷ 1"), rows) if rows else
-        "The http study was not run.",
+        "The gateway study was not run.",
         "What 2 cores allow: the load generator, the gateway and the objects share two cores, "
         "so a second host slot competes with the load generator for the same CPU; DESIGN §2 "
         "expects no gain here and the figure above is the check. A simulated three-node Ray "
@@ -369,7 +374,7 @@ COST_WORKLOADS = (("a", 64, 1, "one object, get + put"), ("b", 64, 1000, "1,000 
 
 
 def _costs(outcomes: Sequence[Outcome]) -> str:
-    http = _find(outcomes, "http")
+    gateway = _find(outcomes, "gateway")
     head = (
         "## Cost at Cloudflare's prices\n\n"
         f"Prices from {PRICES_URL}, read {PRICES_READ}: $0.15 per million requests, $12.50 per "
@@ -378,12 +383,12 @@ def _costs(outcomes: Sequence[Outcome]) -> str:
         "and writes one row. Beside it, the server CPU time one million requests took here "
         "(durable's process, or workerd's) from the same run."
     )
-    if http is None:
-        return head + "\n\nThe http study was not run."
+    if gateway is None:
+        return head + "\n\nThe gateway study was not run."
     rows = []
     for scenario, c, objects, what in COST_WORKLOADS:
         for config in ("workerd", "durable", "ray"):
-            row = next((r for r in http["results"].get(config, {}).get(scenario, [])
+            row = next((r for r in gateway["results"].get(config, {}).get(scenario, [])
                         if r["concurrency"] == c), None)  # fmt: skip
             if row is None or not row["rps"]:
                 continue

@@ -31,6 +31,7 @@ from durable.partition import KEEP, ObjectRecord, ObjectWrites, StorageKind
 
 if TYPE_CHECKING:
     from durable.clock import Clock
+    from durable.commits import GroupCommit
     from durable.gates import CommitRound
     from durable.ids import ObjectId
     from durable.partition import Partition
@@ -69,10 +70,7 @@ class Host(Protocol):
     """What a cache needs from its host."""
 
     clock: Clock
-
-    def mark_dirty(self, cache: ObjectCache) -> CommitRound | None: ...
-
-    def promote(self, cache: ObjectCache) -> None: ...
+    commits: GroupCommit
 
     def open_file(self, cache: ObjectCache) -> ObjectFile: ...
 
@@ -232,8 +230,8 @@ class ObjectCache:
         self._touch()
 
     def _touch(self) -> None:
-        round_ = self.host.mark_dirty(self)
-        if round_ is not None:  # None: deferred, committed later (``Host.mark_dirty``)
+        round_ = self.host.commits.mark_dirty(self)
+        if round_ is not None:  # None: deferred, committed later (``GroupCommit.mark_dirty``)
             self.round = round_
 
     # -- commit (called by the host, in this order) ------------------------------------------

@@ -1,14 +1,25 @@
-"""The ``durable`` command: ``dev`` and ``serve`` (CONTRACTS §6).
+"""The ``durable`` command: ``dev``, ``serve``, ``inspect``, ``backup``/``restore``, ``bench``
+(CONTRACTS §6).
 
-``durable dev [TARGET]`` serves TARGET's worker on http://127.0.0.1:8787 with its objects in this
-process and data in ``./.durable``; a bare ``durable dev`` reads ``[tool.durable] app`` from
-``./pyproject.toml``. TARGET is ``path/to/file.py[:attr]`` or ``package.module[:attr]`` (attr
-defaults to ``worker``); the current directory and the file's directory go on ``sys.path``.
-SIGTERM or Ctrl-C: stop accepting, flush, close, exit. The port is bound only when the objects'
-partitions are open; ``/healthz`` then answers 200.
+``durable dev [TARGET]`` serves TARGET's worker on http://127.0.0.1:8787 with data in
+``./.durable``, on a private local Ray (never a cluster by accident): host slots (one per CPU
+left, ``--slots``) each run objects, their channel and the gateway (``ray_host.py``). ``durable
+serve TARGET --address auto|HOST:PORT`` does the same on an existing Ray cluster. With
+``--in-process`` both run the objects and the gateway in this process instead (as
+``connect(address=None)``), without Ray. A bare ``durable dev`` reads ``[tool.durable] app``
+from ``./pyproject.toml``. TARGET is ``path/to/file.py[:attr]`` or ``package.module[:attr]``
+(attr defaults to ``worker``); the current directory and the file's directory go on
+``sys.path``.
 
-Until the Ray hosts land (issue #9) both commands run the objects in process (as
-``connect(address=None)``); ``--address`` is refused with a clear message.
+Guarantees:
+- The port is bound only when the objects' partitions are open (on Ray: when every partition
+  has an owner); ``/healthz`` then answers 200.
+- SIGTERM or Ctrl-C: stop accepting, flush, close, exit (a second Ctrl-C in process: without
+  waiting for open connections).
+
+On failure: a data dir another server holds (``DataDirInUse``, checked before Ray starts), a
+target that does not load, or a busy port in process (``PortInUse``): one line with the fix,
+exit 2.
 """
 
 from __future__ import annotations
@@ -17,7 +28,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -27,17 +37,20 @@ from pathlib import Path
 from typing import NoReturn
 
 import typer
-import uvicorn
 
 from durable.backup import Progress, backup, restore
 from durable.bench import STUDIES, run_suite
-from durable.collector import Collector
+from durable.cluster import RAY_NAMESPACE, ClusterConfig, default_slots, new_token
 from durable.connection import connect
+from durable.env import read_meta
 from durable.errors import DataDirInUse, DurableError, InvalidArgument, PortInUse
-from durable.gateway import Health, build_app, host_of, server_config
+from durable.gateway import Health, build_app
+from durable.host import host_of
 from durable.logs import configure as configure_logs
 from durable.partition import Partition
-from durable.worker import Worker, load_worker
+from durable.ray_host import Cluster
+from durable.server import GatewayServer, bind
+from durable.worker import Worker, load_worker, target_paths
 
 app = typer.Typer(add_completion=False, help="Durable Objects for Python.")
 STUDY_NAMES = [study.name for study in STUDIES]
@@ -51,68 +64,82 @@ def default_target(pyproject: Path = Path("pyproject.toml")) -> str:
     raise InvalidArgument("no TARGET given and no [tool.durable] app in ./pyproject.toml")
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server without its signal capture: uvicorn re-raises a caught SIGTERM once it
-    stops, which killed the process (exit -15) before ``connect`` could commit and close.
-    ``serve_in_process`` handles SIGTERM and SIGINT itself."""
-
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _stop_on_signals(server: uvicorn.Server) -> None:
+def _stop_on_signals(server: GatewayServer) -> None:
     """SIGTERM or SIGINT: stop serving (then ``connect`` commits and closes); a second SIGINT
     stops without waiting for open connections."""
     loop = asyncio.get_running_loop()
 
     def stop(sig: signal.Signals) -> None:
-        server.force_exit = server.should_exit and sig is signal.SIGINT
-        server.should_exit = True
+        server.exit(force=server.exiting and sig is signal.SIGINT)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop, sig)
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """The listening socket, or ``PortInUse`` (one line with the fix, not uvicorn's exit)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on accepted sockets whose proto says TCP;
-    # with Nagle on, a response's body waits for the client's delayed ACK (about 40 ms).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as error:
-        sock.close()
-        raise PortInUse(host, port, error.strerror or str(error)) from None
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
-
-
 async def serve_in_process(worker: Worker, host: str, port: int, data_dir: Path) -> None:
     """The objects, the gateway and its WebSockets in this process; returns when stopped."""
-    health = Health()
     async with connect(worker, data_dir=data_dir) as env:
-        gateway = build_app(worker, env, health, host=host_of(env), sole_holder=True)
-        config = server_config(gateway, host, port, log_level="info", log_config=None)
-        server = _Server(config)
+        gateway = build_app(worker, env, Health(), host=host_of(env), sole_holder=True)
+        server = GatewayServer(gateway, host, port, log_level="info", log_config=None)
         _stop_on_signals(server)
-        listening = _bind(host, port)  # only once the partitions are open
-        health.ready = True
-        serving = asyncio.ensure_future(server.serve(sockets=[listening]))
-        collector = Collector()  # full collections on a schedule, not behind requests
-        try:
-            while not server.started and not serving.done():
-                await asyncio.sleep(0.05)
-            typer.echo(f"durable: serving on http://{host}:{port}")
-            collector.start()
-            await serving
-        finally:
-            collector.stop()
-            health.ready = False
-            gateway.close()
+        listening = bind(host, port)  # only once the partitions are open
+        await server.serve(
+            listening, lambda: typer.echo(f"durable: serving on http://{host}:{port}")
+        )
+
+
+async def serve_cluster(
+    target: str,
+    http_host: str,
+    http_port: int,
+    data_dir: Path,
+    address: str | None,
+    *,
+    slots: int | None = None,
+    partitions: int = 16,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """``durable dev``/``serve``: start (or join) Ray, launch the cluster, serve until a signal.
+
+    SIGTERM/SIGINT: every slot stops HTTP, commits and closes (bounded), then Ray stops.
+    """
+    import ray
+
+    root = data_dir.resolve()
+    meta = read_meta(root, partitions)
+    paths = target_paths(target.partition(":")[0] if target.endswith(".py") else target)
+    pythonpath = os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]).strip(os.pathsep)
+    ray.init(
+        address=address or "local",  # dev: a private local Ray, never a cluster by accident
+        namespace=RAY_NAMESPACE,
+        include_dashboard=False,
+        runtime_env={"env_vars": {"PYTHONPATH": pythonpath, "RAY_worker_niceness": "0"}},
+        log_to_driver=True,
+    )
+    config = ClusterConfig(
+        target=target, data_dir=str(root), sys_path=tuple(paths),
+        partitions=int(meta["partitions"]), slots=slots or default_slots(),
+        http_host=http_host, http_port=http_port, token=new_token(),
+    )  # fmt: skip
+    cluster = Cluster(config)
+    try:
+        cluster.start()
+        await cluster.wait_ready()
+        print(f"durable: serving {target} on http://{http_host}:{http_port}", flush=True)
+        if ready is not None:
+            ready.set()
+        await _until_signal()
+    finally:
+        await cluster.stop()
+        ray.shutdown()
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 @dataclass(frozen=True)
@@ -143,8 +170,6 @@ def _run(options: RunOptions) -> None:
         except PortInUse as error:
             _fail(str(error))
         return
-    from durable.cluster import serve_cluster
-
     try:
         _refuse_held(options.data_dir)
     except DataDirInUse as error:

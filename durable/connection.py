@@ -6,64 +6,29 @@ Guarantees:
 - The data dir's partition count is fixed when it is created (``meta.json``); later opens use it.
 - On exit everything is flushed and closed: locks, databases and descriptors are released.
 - A data dir held by another process raises ``DataDirInUse`` (partition ``flock``s).
-
 - ``address="auto"`` or ``"HOST:PORT"``: a client of a running cluster (``durable serve``): calls
-  travel over the hosts' channels; nothing runs in this process (``cluster.connect_cluster``).
+  travel over the hosts' channels (``transport.ClusterTransport``), or to a dedicated object's
+  own actor; no object runs in this process. Ray is started for the connection if this process
+  has not started it already, and shut down on exit.
+
+On failure: no running durable cluster at ``address`` raises Ray's error for the missing
+directory actor (``durable-directory``) before anything is yielded.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from durable.clock import Clock, SystemClock
+from durable.cluster import DIRECTORY, RAY_NAMESPACE, ClusterConfig
 from durable.cron import CronScheduler
-from durable.database import Database, databases_of
-from durable.host import Host
-from durable.namespace import Namespace, Transport
+from durable.database import databases_of
+from durable.dedicated import dedicated_for
+from durable.env import Env, build_env, start_host
+from durable.transport import ClusterTransport
 from durable.worker import Worker
-
-FORMAT_VERSION = 1
-DEFAULT_PARTITIONS = 16
-
-
-class Env:
-    """The bindings of a worker: ``env.COUNTER`` (Namespace), databases and vars."""
-
-    def __init__(self, bindings: dict[str, Any]) -> None:
-        self.__dict__.update(bindings)
-
-    def __repr__(self) -> str:
-        return f"Env({', '.join(sorted(self.__dict__))})"
-
-
-def read_meta(data_dir: Path, partitions: int = DEFAULT_PARTITIONS) -> dict[str, Any]:
-    """Read ``meta.json``, creating it (format version, partition count) for a new data dir."""
-    path = data_dir / "meta.json"
-    if path.exists():
-        meta: dict[str, Any] = json.loads(path.read_text())
-        if meta.get("format") != FORMAT_VERSION:
-            raise RuntimeError(f"{path}: unknown data format {meta.get('format')!r}")
-        return meta
-    data_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT_VERSION, "partitions": partitions, "created": time.time()}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta))
-    tmp.replace(path)
-    return meta
-
-
-def build_env(worker: Worker, transport: Transport) -> Env:
-    bindings: dict[str, Any] = dict(worker.vars)
-    for binding in worker.objects:
-        bindings[binding] = Namespace(binding, transport, worker.limits_for(binding))
-    for binding, url in worker.databases.items():
-        bindings[binding] = Database.from_url(url)  # env.DB (D1-like), closed by connect
-    return Env(bindings)
 
 
 @asynccontextmanager
@@ -76,19 +41,11 @@ async def connect(
 ) -> AsyncIterator[Env]:
     """Run ``worker``'s objects in this process (``address=None``) or reach a running cluster."""
     if address is not None:
-        from durable.cluster import connect_cluster
-
         async with connect_cluster(worker, address) as env:
             yield env
         return
-    root = Path(data_dir).resolve()
-    meta = read_meta(root)
-    count = int(meta["partitions"])
     clock = clock or SystemClock()
-    host = Host.for_worker(worker, root, list(range(count)), count, clock)
-    await host.open()
-    env = build_env(worker, host)
-    host.env = env
+    host, env = await start_host(worker, Path(data_dir).resolve(), clock)
     crons = CronScheduler(worker, env, clock)
     try:
         crons.start()
@@ -98,3 +55,31 @@ async def connect(
         await host.close()
         for database in databases_of(env):
             database.close()
+
+
+@asynccontextmanager
+async def connect_cluster(worker: Worker, address: str) -> AsyncIterator[Env]:
+    """``connect(worker, address=...)``: an env whose stubs reach a running cluster's hosts."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, namespace=RAY_NAMESPACE, log_to_driver=False)
+    try:
+        directory = ray.get_actor(DIRECTORY, namespace=RAY_NAMESPACE)
+        info = await directory.status.remote()
+        config = ClusterConfig.from_info(info)
+        transport = ClusterTransport(
+            directory, config.token, config.partitions, dedicated=dedicated_for(worker, config),
+            lease_ttl=config.lease_ttl,
+        )  # fmt: skip
+        env = build_env(worker, transport)
+        try:
+            yield env
+        finally:
+            await transport.close()
+            for database in databases_of(env):
+                database.close()
+    finally:
+        if started:
+            ray.shutdown()

@@ -16,22 +16,28 @@ baseline).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
 
+from durable import messages
 from durable.channel import error_frame, fetch_head, rebuild_error, request_from, response_from
+from durable.clock import SystemClock
+from durable.cluster import DIRECTORY, RAY_NAMESPACE, ClusterConfig
+from durable.env import start_host
+from durable.host import Host
 from durable.ids import ObjectId
 from durable.namespace import FetchResponse
-
-RAY_NAMESPACE = "durable"
+from durable.transport import ClusterTransport
+from durable.worker import Worker, load_worker
 
 
 class Dedicated:
     """Routes the dedicated bindings' calls to their per-object actors."""
 
-    def __init__(self, config: Any, bindings: set[str]) -> None:
+    def __init__(self, config: ClusterConfig, bindings: set[str]) -> None:
         self._config = config
         self._bindings = bindings
         self._actors: dict[ObjectId, Any] = {}
@@ -51,6 +57,16 @@ class Dedicated:
             self._actors[oid] = actor
         return actor
 
+    async def invoke(
+        self,
+        oid: ObjectId,
+        method: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        limit: int,
+    ) -> Any:
+        return await messages.call_encoded(self.call, oid, method, args, kwargs, limit)
+
     async def call(self, oid: ObjectId, method: str, payload: bytes) -> bytes:
         return bytes(_unwrap(await self._actor(oid).call.remote(method, payload))[2])
 
@@ -58,6 +74,12 @@ class Dedicated:
         body = await request.body()
         frame = _unwrap(await self._actor(oid).fetch.remote(fetch_head(request), body))
         return response_from(frame)
+
+
+def dedicated_for(worker: Worker, config: ClusterConfig) -> Dedicated | None:
+    """The per-object actors of the worker's ``placement="dedicated"`` bindings, if any."""
+    bindings = {b for b, where in worker.placement.items() if where == "dedicated"}
+    return Dedicated(config, bindings) if bindings else None
 
 
 def _unwrap(frame: list[Any]) -> list[Any]:
@@ -75,26 +97,23 @@ def object_actor_class() -> Any:
     class ObjectActor:
         """One object in its own actor and file."""
 
-        def __init__(self, config: Any, ns: str, raw: bytes, name: str | None) -> None:
+        def __init__(self, config: ClusterConfig, ns: str, raw: bytes, name: str | None) -> None:
             self.oid = ObjectId(raw, ns, name)
             self.config = config
             self.started = asyncio.ensure_future(self._start())
 
-        async def _start(self) -> Any:
-            from durable.clock import SystemClock
-            from durable.cluster import DIRECTORY, ClusterTransport
-            from durable.connection import build_env, read_meta
-            from durable.host import Host
-            from durable.worker import load_worker
-
-            worker = load_worker(self.config.target, self.config.sys_path)
-            root = Path(self.config.data_dir) / "dedicated" / self.oid.namespace / str(self.oid)
-            read_meta(root, 1)
-            host = Host.for_worker(worker, root, [0], 1, SystemClock())
-            await host.open()
+        async def _start(self) -> Host:
+            cfg = self.config
+            worker = load_worker(cfg.target, cfg.sys_path)
+            root = Path(cfg.data_dir) / "dedicated" / self.oid.namespace / str(self.oid)
             directory = ray.get_actor(DIRECTORY, namespace=RAY_NAMESPACE)
-            transport = ClusterTransport(directory, self.config.token, self.config.partitions)
-            host.env = build_env(worker, transport)
+
+            def transport(host: Host) -> ClusterTransport:
+                return ClusterTransport(directory, cfg.token, cfg.partitions)
+
+            host, _ = await start_host(
+                worker, root, SystemClock(), partitions=1, owned=[0], transport=transport
+            )
             return host
 
         async def call(self, method: str, payload: bytes) -> list[Any]:

@@ -139,7 +139,8 @@ class Directory:
         return len(self.table()) == self.partitions
 
 
-def _actor_class() -> Any:
+def directory_actor_class() -> Any:
+    """The Ray actor class (built lazily so importing durable never imports Ray)."""
     import ray
     from ray.experimental import internal_kv
 

@@ -20,18 +20,26 @@ interrupted.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ctypes
 import threading
 import time
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from durable.errors import CpuTimeExceeded, ObjectReset
 
 if TYPE_CHECKING:
+    from durable.activation import Activation
     from durable.cache import ObjectCache
 
 T = TypeVar("T")
+
+# The activation whose handler is running in this task: outgoing calls and WebSocket sends wait
+# for its output gate first.
+current_activation: contextvars.ContextVar[Activation | None] = contextvars.ContextVar(
+    "durable_current_activation", default=None
+)
 
 
 class InputGate:
@@ -94,15 +102,23 @@ class CommitRound:
 
     async def wait(self, cache: ObjectCache) -> None:
         if not self.done:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            await waiter
+            await self.join()
+        self.check(cache)
+
+    def join(self) -> asyncio.Future[None]:
+        """A future of the caller's own, done when the round is."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
+    def check(self, cache: ObjectCache) -> None:
+        """After the round: ``ObjectReset`` if ``cache``'s writes failed to commit."""
         if cache in self.failed:
             raise ObjectReset("a storage write failed to commit; the write was not acknowledged")
 
     def finish(self, failed: set[ObjectCache]) -> None:
         self.done = True
-        self.failed = failed
+        self.failed |= failed
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -113,7 +129,7 @@ async def wait_durable(cache: ObjectCache, observed: bool = True) -> None:
     """The output gate: wait for the commit of every write buffered so far. ``observed=False``
     (the end of an alarm event, which has no caller) leaves deferred writes deferred."""
     if observed:
-        cache.host.promote(cache)
+        cache.host.commits.expedite(cache)
     round_ = cache.round
     if round_ is not None:
         await round_.wait(cache)
@@ -158,44 +174,63 @@ class CpuGuard:
                     ctypes.c_ulong(step[0]), ctypes.py_object(_Interrupt)
                 )
 
-    def metered(self, coro: Coroutine[Any, Any, T], limit_ms: int) -> Awaitable[T]:
-        return _Steps(self, coro, limit_ms / 1000.0)
+    def metered(self, coro: Coroutine[Any, Any, T], limit_ms: int) -> _Steps:
+        """Run ``coro``'s first step now (most events finish in it: storage never yields);
+        if it is not done, await the returned ``_Steps`` for the rest."""
+        return _Steps(self, coro, limit_ms / 1000.0).first()
 
 
 class _Steps:
-    """Drives a coroutine one step at a time, timing each step against the event's budget."""
+    """Drives a coroutine one step at a time, timing each step against the event's budget.
+    ``done`` and ``value`` tell whether the first step finished it."""
 
-    __slots__ = ("coro", "guard", "limit", "used")
+    __slots__ = ("coro", "done", "guard", "limit", "pending", "used", "value")
 
     def __init__(self, guard: CpuGuard, coro: Coroutine[Any, Any, Any], limit: float) -> None:
         self.guard = guard
         self.coro = coro
         self.limit = limit
         self.used = 0.0
+        self.done = False
+        self.value: Any = None
+        self.pending: Any = None  # what the first step yielded, passed on by __await__
+
+    def first(self) -> _Steps:
+        finished, self.pending = self._step(None, None)
+        if finished:
+            self.done, self.value = True, self.pending
+        return self
+
+    def _step(self, send: Any, throw: BaseException | None) -> tuple[bool, Any]:
+        """One step: (True, result) when the coroutine returned, else (False, what it yielded)."""
+        guard, coro = self.guard, self.coro
+        outer = guard.step
+        started = time.perf_counter()
+        guard.step = (threading.get_ident(), started, self.limit - self.used)
+        try:
+            yielded = coro.throw(throw) if throw is not None else coro.send(send)
+        except StopIteration as stopped:
+            return True, stopped.value
+        except _Interrupt:
+            coro.close()
+            raise CpuTimeExceeded(int(self.limit * 1000)) from None
+        finally:
+            guard.step = outer
+            self.used += time.perf_counter() - started
+        if self.used > self.limit:
+            coro.close()
+            raise CpuTimeExceeded(int(self.limit * 1000))
+        return False, yielded
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        guard, coro = self.guard, self.coro
-        send: Any = None
-        throw: BaseException | None = None
-        thread = threading.get_ident()
+        if self.done:
+            return self.value
+        yielded = self.pending
         while True:
-            outer = guard.step
-            started = time.perf_counter()
-            guard.step = (thread, started, self.limit - self.used)
-            try:
-                yielded = coro.throw(throw) if throw is not None else coro.send(send)
-            except StopIteration as done:
-                return done.value
-            except _Interrupt:
-                coro.close()
-                raise CpuTimeExceeded(int(self.limit * 1000)) from None
-            finally:
-                guard.step = outer
-                self.used += time.perf_counter() - started
-            if self.used > self.limit:
-                coro.close()
-                raise CpuTimeExceeded(int(self.limit * 1000))
             try:
                 send, throw = (yield yielded), None
             except BaseException as e:  # cancellation and errors go into the coroutine
                 send, throw = None, e
+            finished, yielded = self._step(send, throw)
+            if finished:
+                return yielded

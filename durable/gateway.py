@@ -67,6 +67,7 @@ the same); the client is not told.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import time
@@ -96,6 +97,7 @@ from durable.fanout import (
     DurableWebSocketProtocol,
 )
 from durable.frontdoor import RESERVED, DurableHttpProtocol, FrontDoor, GatewayLimits
+from durable.host import Host
 from durable.metrics import (
     DurableCollector,
     FrontDoorStats,
@@ -173,9 +175,12 @@ class Gateway:
         self.namespace_stats: dict[str, NamespaceStats] = {}
         self.env = self._metered(env)
         collector = DurableCollector(
-            self.request_stats, self.namespace_stats, self.clients, _host_of(host),
+            self.request_stats,
+            self.namespace_stats,
+            self.clients,
+            host if isinstance(host, Host) else None,
             front_door=self.front_door,
-        )  # fmt: skip
+        )
         self.registry = registry_for(collector)
         for extra in worker.collectors:  # an app's own series: worker.metrics(collector)
             self.registry.register(extra)
@@ -187,14 +192,12 @@ class Gateway:
         """``env`` with each namespace behind a counting transport (for /metrics)."""
         if env is None:
             return None
-        bindings = dict(vars(env))
-        for name, value in bindings.items():
+        metered = copy.copy(env)
+        for name, value in vars(env).items():
             if isinstance(value, Namespace):
                 stats = self.namespace_stats[name] = NamespaceStats()
-                transport = MeteredTransport(value._transport, stats)
-                bindings[name] = Namespace(value.binding, transport, value._limits)
-        metered: Any = object.__new__(type(env))
-        metered.__dict__.update(bindings)
+                transport = MeteredTransport(value.transport, stats)
+                setattr(metered, name, Namespace(value.binding, transport, value.limits))
         return metered
 
     def _routes(self) -> list[BaseRoute]:
@@ -367,13 +370,6 @@ def _limited(receive: Receive, limit: int) -> Receive:
     return limited
 
 
-def _host_of(host: Any) -> Any:
-    """The in-process Host behind ``host`` if there is one (for its statistics)."""
-    from durable.host import Host
-
-    return host if isinstance(host, Host) else None
-
-
 def server_config(
     app: Gateway, host: str, port: int, limits: GatewayLimits | None = None, **options: Any
 ) -> uvicorn.Config:
@@ -394,16 +390,6 @@ def server_config(
         **options,
     }
     return uvicorn.Config(app, host=host, port=port, **settings)
-
-
-def host_of(env: Any) -> Any:
-    """The in-process ``Host`` behind ``env`` (``connect(address=None)``), else None."""
-    from durable.host import Host
-
-    for value in vars(env).values():
-        if isinstance(value, Namespace) and isinstance(value._transport, Host):
-            return value._transport
-    return None
 
 
 def build_app(

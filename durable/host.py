@@ -7,14 +7,8 @@ Guarantees:
   20 ms with it, never more than 1 % of the timeout early), or at once, least recently used first,
   when the host holds more than ``max_active_objects`` (memory budget); never while an event,
   ``wait_until`` work or ``block_concurrency_while`` runs, nor while it has uncommitted writes.
-- Group commit: every object's writes of one event-loop turn commit in one transaction per
-  database, in a callback scheduled with ``call_soon`` on the first write of the turn; replies wait
-  for it (output gate). A failing object is isolated (retried alone) and reset.
-- Deferred commit: writes made while an object runs only alarm events (no caller waits on an
-  alarm) commit within ``DEFERRED_COMMIT`` (50 ms), batched, one partition per loop turn; the
-  alarm's clearing is in the same commit, so a crash before it runs the alarm again
-  (at-least-once). A reply, outgoing call or WebSocket send of the object commits them first.
-  A failed deferred commit resets the object and schedules its stored alarm again.
+- Commits are ``commits.GroupCommit``'s (one transaction per database per loop turn, deferred
+  commit of writes only alarms made); replies wait for them (output gate).
 - Promotion to an object file (first ``sql.exec``) is crash-safe: copy to ``.tmp``, fsync,
   rename, fsync the folder, then flip the ``objects`` row in one partition transaction.
 - Open object files stay under an fd budget (``RLIMIT_NOFILE`` soft limit minus a reserve for
@@ -23,14 +17,12 @@ Guarantees:
 
 Does not guarantee: fairness between objects beyond the event loop's FIFO scheduling.
 
-On failure: a failed commit resets only the objects whose writes failed; their callers get
-``ObjectReset``, or ``StorageFull`` when the disk under the data directory has less than
-``FULL_FLOOR`` bytes free (logged once when the episode starts and once when commits succeed
-again). A ``BaseException`` that is not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``)
-raised by an object (in any handler: a method, ``fetch``, ``alarm``, a WebSocket handler) resets
-that object and reaches its caller as ``RemoteError`` (an alarm retries); a malformed RPC
-payload is refused with ``InvalidArgument`` before anything runs. An error in a ``wait_until``
-task is logged.
+On failure: a failed commit resets only the objects whose writes failed (``commits.py`` says
+what their callers get) and schedules their stored alarms again. A ``BaseException`` that is not
+an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``) raised by an object (in any handler: a
+method, ``fetch``, ``alarm``, a WebSocket handler) resets that object and reaches its caller as
+``RemoteError`` (an alarm retries); a malformed RPC payload is refused with ``InvalidArgument``
+before anything runs. An error in a ``wait_until`` task is logged.
 """
 
 from __future__ import annotations
@@ -38,55 +30,45 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
 import resource
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 
-from durable import values
+from durable import messages
 from durable.activation import Activation
 from durable.alarms import AlarmOutcome, AlarmScheduler
 from durable.cache import ObjectCache
 from durable.checkpoint import Checkpointer
 from durable.clock import Clock, Timer
+from durable.commits import DEFERRED_COMMIT, GroupCommit
 from durable.errors import (
     DurableError,
-    InvalidArgument,
-    MessageTooLarge,
     ObjectReset,
-    Overloaded,
-    RemoteError,
     RpcError,
-    StorageFull,
 )
 from durable.faults import faults
-from durable.gates import CommitRound, CpuGuard, wait_durable
+from durable.gates import CpuGuard, wait_durable
 from durable.hibernation import SocketRegistry, handler_call
 from durable.ids import ObjectId
 from durable.limits import Limits
-from durable.logs import Episode
-from durable.namespace import FetchResponse, materialize
+from durable.namespace import FetchResponse, Namespace, materialize
 from durable.object import AlarmInfo, DurableObject, rpc_method
 from durable.partition import ObjectRecord, Partition, StorageKind
 from durable.sockets import SocketSink, SocketState
 from durable.sql import ObjectFile
 from durable.storage import Storage, StorageContext
-from durable.worker import Worker
 
 T = TypeVar("T")
 log = logging.getLogger("durable.host")
 FDS_PER_FILE = 3
 BUSY_RECHECK = 1.0  # seconds before the sweep looks again at a due object that was busy
 EVICTION_BATCH = 0.02  # seconds: a sweep evicts the objects due this soon after it, too
-DEFERRED_COMMIT = 0.05  # seconds that writes only alarms could see may wait for a batch commit
-FULL_FLOOR = 256 * 1024  # bytes free below which a failed commit is blamed on a full disk
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,38 +122,18 @@ class Host:
         self.alarms = AlarmScheduler(clock, self._fire_alarm, self._drop_alarm)
         self._active: OrderedDict[ObjectId, Activation] = OrderedDict()
         self._files: OrderedDict[ObjectCache, None] = OrderedDict()
-        self._dirty: dict[ObjectCache, None] = {}
-        self._round: CommitRound | None = None
-        self._deferred: dict[ObjectCache, None] = {}  # writes no one can observe yet
-        self._deferred_timer: Timer | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.commits = GroupCommit(
+            clock, data_dir, self._defers, self._commit_failed, self._alarm_committed
+        )
         self._sweep_timer: Timer | None = None
         self._sweep_at: float | None = None
         # Per distinct idle timeout, activations in order of last activity (front = idle longest).
         self._idle: dict[float, OrderedDict[ObjectId, Activation]] = {}
-        self._commits = self._activations = self._evictions = self._resets = 0
-        self.disk_full = Episode(
-            log,
-            "commits fail: the disk holding %s is full; writes get StorageFull (507) until "
-            "space is freed",
-            "commits succeed again; %d commits failed while the disk was full",
-        )
-
-    @classmethod
-    def for_worker(
-        cls, worker: Worker, data_dir: Path, partitions: list[int], count: int, clock: Clock
-    ) -> Host:
-        """A host for ``worker``'s bindings with its limits, idle timeouts and memory budget."""
-        namespaces = {
-            b: NamespaceConfig(c, worker.limits_for(b)) for b, c in worker.objects.items()
-        }
-        return cls(data_dir, partitions, count, namespaces, clock,
-                   idle_timeout=worker.idle_timeout, idle_timeouts=worker.idle_timeouts,
-                   max_active_objects=worker.max_active_objects)  # fmt: skip
+        self._activations = self._evictions = self._resets = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def open(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self.commits.start(asyncio.get_running_loop())
         opened = []
         try:
             for partition in self.partitions.values():
@@ -197,16 +159,15 @@ class Host:
                 self.alarms.schedule(oid, alarm if on else None, StorageKind(kind))
 
     async def close(self) -> None:
-        self.flush()
+        self.commits.flush()
         await self.alarms.close()
-        for timer in (self._sweep_timer, self._deferred_timer):
-            if timer is not None:
-                timer.cancel()
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
         tasks = [t for a in self._active.values() for t in a.tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self.flush()
+        self.commits.stop()
         for cache in list(self._files):
             self._close_file(cache)
         self._active.clear()
@@ -230,7 +191,7 @@ class Host:
         partition = self.partitions.get(index)
         if partition is None:
             return
-        self.flush()
+        self.commits.flush()
         for activation in list(self._active.values()):
             if activation.cache.partition is partition:
                 activation.reset(ObjectReset("its partition moved to another host; retry"))
@@ -255,33 +216,32 @@ class Host:
             if record is not None and cache.alarm != record.alarm:
                 self.alarms.schedule(oid, cache.alarm, StorageKind.FILE)
         shared = StorageContext(cache, config.limits, callable(getattr(config.cls, "alarm", None)))
-        activation = Activation(self, config.cls, oid, cache, Storage(shared), config.limits)
+        timeout = self.idle_timeout_of(oid.namespace)
+        group = self._idle.get(timeout)
+        if group is None:
+            group = self._idle[timeout] = OrderedDict()
+        activation = Activation(
+            self, config.cls, oid, cache, Storage(shared), config.limits, timeout, group
+        )
         self._active[oid] = activation
         self._activations += 1
         self.touched(activation)
         return activation
 
-    def admit(self, activation: Activation) -> None:
-        limit = activation.limits.max_pending_events
-        if activation.pending >= limit:
-            raise Overloaded(f"Durable Object {activation.oid}", limit)
-
     def touched(self, activation: Activation) -> None:
         """The activation was created or finished some work: it is the most recently used."""
         oid = activation.oid
-        if self._active.get(oid) is not activation:
+        active = self._active
+        if active.get(oid) is not activation:
             return  # reset or evicted meanwhile
-        self._active.move_to_end(oid)
-        timeout = self.idle_timeout_of(oid.namespace)
-        group = self._idle.get(timeout)
-        if group is None:
-            group = self._idle[timeout] = OrderedDict()
+        active.move_to_end(oid)
+        group = activation.idle_group
         group[oid] = activation
         group.move_to_end(oid)
-        due = activation.last_active + timeout
+        due = activation.last_active + activation.idle_timeout
         if self._sweep_at is None or due < self._sweep_at:
             self._arm_sweep(due)
-        if self.max_active_objects is not None and len(self._active) > self.max_active_objects:
+        if self.max_active_objects is not None and len(active) > self.max_active_objects:
             self.shed(keep=activation)
 
     def forget(self, activation: Activation) -> None:
@@ -289,8 +249,7 @@ class Host:
         if self._active.get(activation.oid) is activation:
             del self._active[activation.oid]
         self._resets += 1
-        self._dirty.pop(activation.cache, None)
-        self._deferred.pop(activation.cache, None)
+        self.commits.forget(activation.cache)
         cache = activation.cache
         if cache.file is not None:
             cache.file.rollback()
@@ -350,8 +309,8 @@ class Host:
         """Hibernate: drop the instance and its cache, close its file. Storage stays."""
         activation.evicted()
         del self._active[activation.oid]
-        group = self._idle.get(self.idle_timeout_of(activation.oid.namespace))
-        if group is not None and group.get(activation.oid) is activation:
+        group = activation.idle_group
+        if group.get(activation.oid) is activation:
             del group[activation.oid]
         if activation.cache in self._files:
             self._close_file(activation.cache)
@@ -377,25 +336,51 @@ class Host:
         return len(victims)
 
     # -- calls ----------------------------------------------------------------------------------
+    # ``invoke`` and ``fetch`` return the activation's event coroutine rather than awaiting it:
+    # a reply resumes one frame fewer (every frame between the caller and the output gate's
+    # future is resumed once per call). What they raise before that (no such method, no fetch,
+    # arguments that cannot cross) is raised by the call itself.
     async def call(self, oid: ObjectId, method: str, payload: bytes) -> bytes:
-        """An RPC: decode the arguments, run the method as one event, encode the result."""
+        """An RPC from another process: decode the arguments, run the method as one event,
+        encode the result."""
+        args, kwargs = messages.decode_call(payload)
+        encoded: bytes = await self._rpc(oid, method, args, kwargs, messages.encode_result)
+        return encoded
+
+    def invoke(
+        self,
+        oid: ObjectId,
+        method: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        limit: int,
+    ) -> Coroutine[Any, Any, Any]:
+        """An RPC from this process: arguments and result cross as ``messages.py`` says (plain
+        values as themselves, others copied), never through bytes they do not need."""
+        args, kwargs = messages.arguments(args, kwargs, limit)
+        return self._rpc(oid, method, args, kwargs, messages.result)
+
+    def _rpc(
+        self,
+        oid: ObjectId,
+        method: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        reply: Callable[[Any, int], Any],
+    ) -> Coroutine[Any, Any, Any]:
         activation = self.activate(oid)
         target = rpc_method(activation.instance, method)
-        args, kwargs = _call_arguments(payload)
         limit = activation.limits.max_rpc_bytes
 
-        async def handler() -> bytes:
+        async def handler() -> Any:
             result = target(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
-            data = values.encode(result)
-            if len(data) > limit:
-                raise MessageTooLarge(len(data), limit)
-            return data
+            return reply(result, limit)
 
-        return await self._invoke(activation, handler)
+        return activation.invoke(handler)
 
-    async def fetch(self, oid: ObjectId, request: Request) -> FetchResponse:
+    def fetch(self, oid: ObjectId, request: Request) -> Coroutine[Any, Any, FetchResponse]:
         """An HTTP request into the object's ``fetch``, its response collected whole."""
         activation = self.activate(oid)
         fetch = getattr(activation.instance, "fetch", None)
@@ -405,61 +390,12 @@ class Host:
         async def handler() -> FetchResponse:
             return await materialize(await fetch(request))
 
-        return await self._invoke(activation, handler)
+        return activation.invoke(handler)
 
-    async def _invoke(
-        self,
-        activation: Activation,
-        handler: Callable[[], Coroutine[Any, Any, T]],
-        alarm: bool = False,
-    ) -> T:
-        """``activation.invoke`` with errors a caller can act on: ``StorageFull`` rather than
-        the reset it caused, and a user ``BaseException`` (which would otherwise escape every
-        ``except Exception`` up to the server) as a reset and a ``RemoteError``."""
-        try:
-            return await activation.invoke(handler, alarm)
-        except ObjectReset:
-            broken = activation.gate.broken
-            if isinstance(broken, StorageFull):
-                raise StorageFull(broken.path) from None
-            raise
-        except (Exception, asyncio.CancelledError, GeneratorExit):
-            raise
-        except BaseException as error:
-            activation.reset(ObjectReset(f"it raised {type(error).__name__}"))
-            remote = RemoteError(type(error).__name__, str(error))
-            remote.remote = True
-            raise remote from None
-
-    # -- group commit --------------------------------------------------------------------------
-    # Writes commit at the end of the loop turn, except writes no one can observe yet: those of
-    # an object whose only running events are alarms (an alarm has no caller; at-least-once lets
-    # a crash run it again, as its alarm is cleared in the same commit). They wait up to
-    # DEFERRED_COMMIT and then commit in batches; anything that could observe them first (a
-    # reply, an outgoing call, a WebSocket send, another event's end) commits them at once
-    # (``promote``). An alarm set sooner than that is never deferred.
-    def mark_dirty(self, cache: ObjectCache) -> CommitRound | None:
-        """Register ``cache``'s new writes; returns the round that will commit them, or None if
-        they are deferred (the cache keeps its previous round)."""
-        if cache not in self._dirty and self._defers(cache):
-            if cache not in self._deferred:
-                self._deferred[cache] = None
-                if self._deferred_timer is None:
-                    at = self.clock.now() + DEFERRED_COMMIT
-                    self._deferred_timer = self.clock.call_at(at, self._commit_deferred)
-            return None
-        return self._now(cache)
-
-    def _now(self, cache: ObjectCache) -> CommitRound:
-        self._deferred.pop(cache, None)
-        if self._round is None:
-            assert self._loop is not None
-            self._round = CommitRound()
-            self._loop.call_soon(self._flush_turn)
-        self._dirty[cache] = None
-        return self._round
-
+    # -- commits (commits.py) --------------------------------------------------------------------
     def _defers(self, cache: ObjectCache) -> bool:
+        """May ``cache``'s new writes wait (``commits.DEFERRED_COMMIT``)? Only while its object
+        runs nothing but alarm events, and unless it set an alarm due sooner than that."""
         activation = self._active.get(cache.oid)
         if activation is None or activation.cache is not cache:
             return False
@@ -468,77 +404,8 @@ class Host:
         soon = (self.clock.now() + DEFERRED_COMMIT) * 1000
         return not cache.alarm_dirty or cache.alarm is None or cache.alarm > soon
 
-    def promote(self, cache: ObjectCache) -> None:
-        """Something may observe ``cache``'s deferred writes: commit them this turn."""
-        if cache in self._deferred:
-            cache.round = self._now(cache)
-
-    def _commit_deferred(self, partitions: list[Partition] | None = None) -> None:
-        """One partition's deferred writes per loop turn (a pass over those deferred when it
-        began), so a batch never holds the loop for all partitions at once."""
-        self._deferred_timer = None
-        if partitions is None:
-            partitions = list({cache.partition: None for cache in self._deferred})
-        if partitions:
-            partition = partitions.pop()
-            for cache in [c for c in self._deferred if c.partition is partition]:
-                self.promote(cache)
-        if partitions:
-            step = partial(self._commit_deferred, partitions)
-            self._deferred_timer = self.clock.call_at(self.clock.now(), step)
-        elif self._deferred:  # deferred during the pass: the next pass
-            at = self.clock.now() + DEFERRED_COMMIT
-            self._deferred_timer = self.clock.call_at(at, self._commit_deferred)
-
-    def _flush_turn(self) -> None:
-        self.flush(deferred=False)
-
-    def flush(self, deferred: bool = True) -> None:
-        """Commit every dirty object now (with ``deferred``, the deferred ones too): one
-        transaction per partition database."""
-        if deferred:
-            for cache in list(self._deferred):
-                self.promote(cache)
-        round_, self._round = self._round, None
-        dirty, self._dirty = self._dirty, {}
-        if round_ is None:
-            return
-        failed: set[ObjectCache] = set()
-        batches: dict[Partition, list[tuple[ObjectCache, Any]]] = {}
-        for cache in dirty:
-            try:
-                writes = cache.prepare_commit()
-                if writes is not None:
-                    batches.setdefault(cache.partition, []).append((cache, writes))
-            except Exception:
-                log.exception("preparing the commit of %s failed", cache.oid)
-                failed.add(cache)
-        for partition, items in batches.items():
-            bad = partition.commit([writes for _, writes in items])
-            failed.update(items[i][0] for i in bad)
-            if not bad:
-                self.disk_full.ended()
-        for cache in dirty:
-            if cache.commits_file and cache not in failed:
-                try:
-                    cache.commit_file()
-                except Exception:
-                    log.exception("commit of %s's object file failed", cache.oid)
-                    failed.add(cache)
-        self._commits += 1
-        for cache in dirty:
-            if cache in failed:
-                self._fail_commit(cache)
-            else:
-                alarm_changed = cache.alarm_dirty
-                cache.finish_commit()
-                if alarm_changed:
-                    self.alarms.schedule(cache.oid, cache.alarm, cache.kind)
-        round_.finish(failed)
-
-    def _fail_commit(self, cache: ObjectCache) -> None:
+    def _commit_failed(self, cache: ObjectCache, reason: DurableError) -> None:
         activation = self._active.get(cache.oid)
-        reason = self._commit_failure(cache.partition.root)
         if activation is not None and activation.cache is cache:
             activation.reset(reason)
         # The stored alarm is what stands (an alarm that ran is not cleared): schedule it again.
@@ -551,26 +418,18 @@ class Host:
         if record is not None:
             self.alarms.schedule(cache.oid, record.alarm, record.kind)
 
-    def _commit_failure(self, where: Path) -> DurableError:
-        """What a failed commit tells its object's callers: ``StorageFull`` if the disk is."""
-        try:
-            stat = os.statvfs(where)
-        except OSError:
-            return ObjectReset("a storage write failed to commit")
-        if stat.f_bavail * stat.f_frsize >= FULL_FLOOR:
-            return ObjectReset("a storage write failed to commit")
-        self.disk_full.struck(self.data_dir)
-        return StorageFull(str(self.data_dir))
+    def _alarm_committed(self, cache: ObjectCache) -> None:
+        self.alarms.schedule(cache.oid, cache.alarm, cache.kind)
 
     # -- object files -----------------------------------------------------------------------------
     def open_file(self, cache: ObjectCache) -> ObjectFile:
         if cache.cleared and cache.kind is StorageKind.FILE:
-            self.flush()  # commit the pending demotion (delete_all) first: a new file follows
+            self.commits.flush_one(cache)  # the pending demotion (delete_all) first: a new file
         if cache.file is not None:
             self._files.move_to_end(cache)
             return cache.file
         if cache.kind is StorageKind.ROWS:
-            self._promote(cache)
+            self._move_to_file(cache)
         limits = self.namespaces[cache.ns].limits
         path = cache.partition.object_path(cache.ns, cache.oid.raw)
         cache.file = ObjectFile(path, limits, cache.partition.synchronous)
@@ -578,9 +437,11 @@ class Host:
         self._enforce_file_budget()
         return cache.file
 
-    def _promote(self, cache: ObjectCache) -> None:
-        """Move an object's rows into a file of its own (DESIGN §3 copy-then-flip)."""
-        self.flush()  # the copy must see every acknowledged and buffered write
+    def _move_to_file(self, cache: ObjectCache) -> None:
+        """Promotion: move an object's rows into a file of its own (DESIGN §3 copy-then-flip).
+        Runs inline, as ``sql.exec`` is synchronous (CONTRACTS §3): only this object's buffered
+        writes are committed first, so the copy sees them."""
+        self.commits.flush_one(cache)
         path = cache.partition.object_path(cache.ns, cache.oid.raw)
         rows = cache.partition.table(cache.ns, cache.oid.raw).rows()
         ObjectFile.create(path, rows, cache.alarm)
@@ -623,7 +484,7 @@ class Host:
 
         cache.firing = scheduled
         try:
-            await self._invoke(activation, handler, alarm=True)
+            await activation.invoke(handler, alarm=True)
         except Exception:
             log.warning("alarm() of %s failed (attempt %d)", oid, retry + 1, exc_info=True)
             return AlarmOutcome.FAILED if activation.retry_alarm else AlarmOutcome.NO_RETRY
@@ -642,7 +503,7 @@ class Host:
             active_objects=len(self._active),
             open_files=len(self._files),
             max_open_files=self.max_open_files,
-            commits=self._commits,
+            commits=self.commits.commits,
             activations=self._activations,
             evictions=self._evictions,
             resets=self._resets,
@@ -725,25 +586,17 @@ class Host:
             activation = self.activate(record.oid)
             handler = getattr(activation.instance, name)
             ws = group.view(activation, record)
-            await self._invoke(activation, handler_call(handler, ws, *args))
+            await activation.invoke(handler_call(handler, ws, *args))
         await group.drained()
 
 
-def _call_arguments(payload: bytes) -> tuple[list[Any], dict[str, Any]]:
-    """An RPC payload decoded as ``[args, kwargs]``, else ``InvalidArgument`` (nothing ran)."""
-    try:
-        decoded = values.decode(payload)
-    except Exception as error:
-        raise InvalidArgument(f"The RPC payload could not be decoded: {error}") from None
-    if (
-        not isinstance(decoded, list | tuple)
-        or len(decoded) != 2
-        or not isinstance(decoded[0], list | tuple)
-        or not isinstance(decoded[1], dict)
-        or not all(isinstance(k, str) for k in decoded[1])
-    ):
-        raise InvalidArgument("An RPC payload must be [args, kwargs] (a list and a str-keyed map).")
-    return list(decoded[0]), cast(dict[str, Any], decoded[1])
+def host_of(env: Any) -> Host | None:
+    """The in-process ``Host`` serving ``env``'s namespaces (``connect(address=None)``), else
+    None (a cluster's env, or no namespace)."""
+    for value in vars(env).values():
+        if isinstance(value, Namespace) and isinstance(value.transport, Host):
+            return value.transport
+    return None
 
 
 def _file_budget() -> int:

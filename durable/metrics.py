@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
@@ -117,20 +117,27 @@ class MeteredTransport:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def call(self, oid: ObjectId, method: str, payload: bytes) -> bytes:
-        result: bytes = await self._timed("call", self._inner.call(oid, method, payload))
-        return result
+    async def invoke(
+        self,
+        oid: ObjectId,
+        method: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        limit: int,
+    ) -> Any:
+        return await self._timed("call", self._inner.invoke, oid, method, args, kwargs, limit)
 
     async def fetch(self, oid: ObjectId, request: Request) -> FetchResponse:
-        result: FetchResponse = await self._timed("fetch", self._inner.fetch(oid, request))
-        return result
+        response: FetchResponse = await self._timed("fetch", self._inner.fetch, oid, request)
+        return response
 
-    async def _timed(self, kind: str, awaitable: Any) -> Any:
+    async def _timed(self, kind: str, send: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """``await send(*args)``, counted: a call that fails before it is sent counts too."""
         stats = self._stats
         stats.requests[kind] += 1
         start = time.perf_counter()
         try:
-            return await awaitable
+            return await send(*args)
         except Overloaded:
             stats.overloads += 1
             raise

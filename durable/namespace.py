@@ -4,8 +4,9 @@ Guarantees:
 - ``get``/``get_by_name`` return a stub at once, with no round trip; the object is made on its
   first call. ``id_from_name`` is deterministic (``ids.py``).
 - ``await stub.method(*args, **kwargs)`` calls a public method of the object. Arguments and the
-  result are copied through the value codec (``values.py``), so neither side shares mutable state,
-  and each is checked against ``Limits.max_rpc_bytes`` (``MessageTooLarge``) before it is sent.
+  result cross as ``messages.py`` says: copied through the value codec (``values.py``) unless
+  immutable and plain, so neither side shares mutable state, and each is checked against
+  ``Limits.max_rpc_bytes`` (``MessageTooLarge``) before it is sent.
 - Calls made on one stub start in the order they were made.
 - Reserved on a stub: ``fetch``, ``id``, ``name`` and dunders. Any other attribute is a method;
   an unknown one, a ``_private`` one or a handler (``alarm``, ``websocket_*``) raises ``RpcError``
@@ -18,34 +19,41 @@ On failure: ``Overloaded`` (too many pending events) means the call was not deli
 
 from __future__ import annotations
 
-import contextvars
 import json as jsonlib
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import MethodType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
-from durable import ids, values
-from durable.errors import InvalidArgument, MessageTooLarge, RemoteError
-from durable.gates import wait_durable
+from durable import ids
+from durable.errors import InvalidArgument, RemoteError
+from durable.gates import current_activation, wait_durable
 from durable.limits import Limits
 
-if TYPE_CHECKING:
-    from durable.activation import Activation
+METHOD_CACHE = 1024  # stub method names remembered per namespace
 
-# The activation whose handler is running in this task (for the output gate of outgoing calls).
-current_activation: contextvars.ContextVar[Activation | None] = contextvars.ContextVar(
-    "durable_current_activation", default=None
-)
+if TYPE_CHECKING:
+    pass
 
 
 class Transport(Protocol):
     """How stubs reach objects: the in-process host, or later a channel to remote hosts."""
 
-    async def call(self, oid: ids.ObjectId, method: str, payload: bytes) -> bytes: ...
+    async def invoke(
+        self,
+        oid: ids.ObjectId,
+        method: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        limit: int,
+    ) -> Any:
+        """Call ``method``; arguments and result cross as ``messages.py`` says, each at most
+        ``limit`` bytes encoded."""
+        ...
 
     async def fetch(self, oid: ids.ObjectId, request: Request) -> FetchResponse: ...
 
@@ -56,6 +64,14 @@ class FetchResponse(Response):
     def __init__(self, body: bytes, status_code: int, raw_headers: list[tuple[bytes, bytes]]):
         super().__init__(content=body, status_code=status_code)
         self.raw_headers = raw_headers
+
+    @classmethod
+    def of(cls, response: Response) -> FetchResponse:
+        """``response``'s body, status and headers, without running it (it is rendered)."""
+        fetched = cls.__new__(cls)
+        fetched.__dict__.update(response.__dict__)
+        fetched.raw_headers = list(response.raw_headers)  # the object may keep and reuse its own
+        return fetched
 
     @property
     def text(self) -> str:
@@ -70,8 +86,19 @@ class Namespace:
 
     def __init__(self, binding: str, transport: Transport, limits: Limits) -> None:
         self.binding = binding
-        self._transport = transport
-        self._limits = limits
+        self.transport = transport
+        self.limits = limits
+        self._methods: dict[str, Callable[..., Awaitable[Any]]] = {}
+
+    def method(self, name: str) -> Callable[..., Awaitable[Any]]:
+        """The function behind ``stub.<name>`` (the stub is its first argument), made once per
+        name; at most ``METHOD_CACHE`` names are kept, as names may come from input."""
+        function = self._methods.get(name)
+        if function is None:
+            function = _remote_method(name)
+            if len(self._methods) < METHOD_CACHE:
+                self._methods[name] = function
+        return function
 
     def __repr__(self) -> str:
         return f"Namespace({self.binding!r})"
@@ -118,21 +145,7 @@ class Stub:
     def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
         if method.startswith("__") and method.endswith("__"):
             raise AttributeError(method)  # dunders belong to the stub (pickling, awaiting, ...)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            payload = values.encode([list(args), kwargs])  # a list: no tuple extension
-            limit = self._ns._limits.max_rpc_bytes
-            if len(payload) > limit:
-                raise MessageTooLarge(len(payload), limit)
-            await _output_gate()
-            try:
-                result = await self._ns._transport.call(self.id, method, payload)
-            except Exception as error:
-                raise _as_seen_by_caller(error) from None
-            return values.decode(result)
-
-        call.__name__ = method
-        return call
+        return MethodType(self._ns.method(method), self)
 
     async def fetch(
         self,
@@ -155,7 +168,22 @@ class Stub:
         else:
             raise InvalidArgument("fetch() takes a URL (str), a Request or a WebSocket.")
         await _output_gate()
-        return await self._ns._transport.fetch(self.id, request)
+        return await self._ns.transport.fetch(self.id, request)
+
+
+def _remote_method(name: str) -> Callable[..., Awaitable[Any]]:
+    async def call(stub: Stub, *args: Any, **kwargs: Any) -> Any:
+        activation = current_activation.get()
+        if activation is not None:
+            await wait_durable(activation.cache)  # the caller's output gate
+        try:
+            ns = stub._ns
+            return await ns.transport.invoke(stub.id, name, args, kwargs, ns.limits.max_rpc_bytes)
+        except Exception as error:
+            raise _as_seen_by_caller(error) from None
+
+    call.__name__ = call.__qualname__ = name
+    return call
 
 
 def _as_seen_by_caller(error: Exception) -> Exception:
@@ -181,6 +209,10 @@ async def _output_gate() -> None:
         await wait_durable(activation.cache)
 
 
+# Responses whose whole body is rendered in __init__ and whose __call__ only sends it.
+_RENDERED = frozenset({Response, JSONResponse, PlainTextResponse, HTMLResponse})
+
+
 def replay_body(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
     sent = False
 
@@ -204,9 +236,18 @@ def _upgrade_request(websocket: HTTPConnection) -> Request:
 
 
 async def _forwarded(request: Request) -> Request:
-    """A copy of ``request`` (method, path, query, headers, body) for another object."""
-    body = await request.body()
+    """``request`` (method, path, query, headers, body) for another object, with a scope of its
+    own (the object's router may write to it). A body is read whole first, so a body over the
+    gateway's limit is refused before the object runs; a request without one reads nothing."""
+    body = await request.body() if _has_body(request.scope) else b""
     return Request(dict(request.scope), replay_body(body))
+
+
+def _has_body(scope: Mapping[str, Any]) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return True
+    return False
 
 
 def _build_request(
@@ -246,9 +287,12 @@ def _build_request(
 
 
 async def materialize(response: Response) -> FetchResponse:
-    """Run any Starlette response (streaming too) and collect status, headers and body."""
+    """Run any Starlette response (streaming too) and collect status, headers and body; a
+    plain ``Response`` (its body rendered, no background task) is taken as it is."""
     if isinstance(response, FetchResponse):
         return response
+    if type(response) in _RENDERED and response.background is None:
+        return FetchResponse.of(response)
     status = 200
     headers: list[tuple[bytes, bytes]] = []
     chunks: list[bytes] = []

@@ -1,6 +1,11 @@
-"""A host slot as a Ray actor: a Host, its channel server and the HTTP gateway in one process.
+"""Host slots as Ray actors (a Host, its channel server and the HTTP gateway in one process),
+and ``Cluster``, which launches the directory and the slots of one durable cluster.
 
 Guarantees:
+- ``Cluster.start`` creates (or finds) the directory and every slot; each slot starts itself
+  (also after Ray restarts it); ``wait_ready`` returns once every partition has an owner and
+  every slot serves HTTP. ``Cluster.stop`` asks every slot to stop (bounded), then kills the
+  actors.
 - The slot starts itself from ``__init__`` (Ray runs an async actor's ``__init__`` on the
   actor's running loop), so a slot restarted by Ray after a crash re-registers, reopens its
   partitions and serves again with nobody asking it to.
@@ -10,6 +15,8 @@ Guarantees:
 - The HTTP port is bound (``SO_REUSEPORT``, so several slots of one node share it) only once every
   partition of the cluster has an owner; ``/healthz`` then answers 200.
 - ``stop()`` stops HTTP, commits, closes every database and releases every lock.
+- The slot starts as every process running objects does (``env.start_host``) and serves HTTP
+  as ``durable dev --in-process`` does (``server.GatewayServer``).
 
 Does not guarantee: a call already running when its partition moves away completes or fails
 with ``ObjectReset``; it is not moved with the partition.
@@ -24,13 +31,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
-
-import uvicorn
 
 from durable.channel import (
     ChannelServer,
@@ -40,21 +44,17 @@ from durable.channel import (
     response_frames,
 )
 from durable.clock import SystemClock
-from durable.cluster import (
-    DIRECTORY,
-    RAY_NAMESPACE,
-    ClusterConfig,
-    ClusterTransport,
-    LocalOwner,
-    dedicated_for,
-)
-from durable.collector import Collector
-from durable.connection import build_env, read_meta
+from durable.cluster import DIRECTORY, RAY_NAMESPACE, ClusterConfig
 from durable.cron import CronScheduler
+from durable.dedicated import dedicated_for
+from durable.directory import directory_actor_class
+from durable.env import Env, start_host
 from durable.errors import DataDirInUse
-from durable.gateway import Health, build_app, server_config
+from durable.gateway import Health, build_app
 from durable.host import Host
 from durable.ids import ObjectId
+from durable.server import GatewayServer, bind
+from durable.transport import ClusterTransport, LocalOwner
 from durable.worker import Worker, load_worker
 
 log = logging.getLogger("durable.ray_host")
@@ -73,26 +73,27 @@ class HostSlot:
         self.host: Host | None = None
         self.transport: ClusterTransport | None = None
         self.server: ChannelServer | None = None
-        self._http: Any = None
-        self._http_task: asyncio.Task[None] | None = None
+        self.http: GatewayServer | None = None
         self._renewer: asyncio.Task[None] | None = None
         self.crons: CronScheduler | None = None
-        self.collector = Collector()
         self._lease_until = 0.0  # monotonic time our leases end, as we must assume
 
     async def start(self) -> None:
         cfg = self.config
         worker = load_worker(cfg.target, cfg.sys_path)
-        read_meta(Path(cfg.data_dir), cfg.partitions)
-        self.host = Host.for_worker(worker, Path(cfg.data_dir), [], cfg.partitions, SystemClock())
-        await self.host.open()
-        local = LocalOwner(self.host, self.owned)
-        self.transport = ClusterTransport(
-            self.directory, cfg.token, cfg.partitions, local, dedicated_for(worker, cfg),
-            cfg.lease_ttl,
+
+        def transport(host: Host) -> ClusterTransport:
+            self.transport = ClusterTransport(
+                self.directory, cfg.token, cfg.partitions, LocalOwner(host, self.owned),
+                dedicated_for(worker, cfg), cfg.lease_ttl,
+            )  # fmt: skip
+            return self.transport
+
+        # No partition yet: the directory grants them once the channel below is registered.
+        self.host, env = await start_host(
+            worker, Path(cfg.data_dir), SystemClock(), partitions=cfg.partitions, owned=[],
+            transport=transport,
         )  # fmt: skip
-        env = build_env(worker, self.transport)
-        self.host.env = env
         self.server = ChannelServer(cfg.token, self._handle)
         cfg.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         address = await self.server.start_unix(cfg.runtime_dir / f"host-{self.slot}.sock")
@@ -104,8 +105,6 @@ class HostSlot:
             self.crons = CronScheduler(worker, env, self.host.clock)
             self.crons.start()
         await self._serve_http(worker, env)
-        # A Ray worker tracks ~72k objects of its own: full collections on a schedule only.
-        self.collector.start()
 
     # -- leases ---------------------------------------------------------------------------------
     def _apply(self, grants: dict[int, int], asked_at: float) -> None:
@@ -162,33 +161,22 @@ class HostSlot:
         return response_frames(rid, response)
 
     # -- HTTP ------------------------------------------------------------------------------------
-    async def _serve_http(self, worker: Worker, env: Any) -> None:
+    async def _serve_http(self, worker: Worker, env: Env) -> None:
         # Sockets live in the slot's own Host; across slots they need the channel's push frames
         # (TODO(#5)), so a single-slot cluster (the default on 2 cores) is their sole holder.
         app = build_app(worker, env, self.health, self.host, sole_holder=self.config.slots == 1)
         # The same front door as in process: connection limits, workerd's WebSocket close
-        # handshake and message limit (``server_config``); the socket below replaces host/port.
-        config = server_config(app, self.config.http_host, self.config.http_port, access_log=False)
-        self._http = uvicorn.Server(config)
-        sock = _reuseport_socket(self.config.http_host, self.config.http_port)
-        self._http_task = asyncio.ensure_future(self._run_http(sock))
-        while not self._http.started and not self._http_task.done():
-            await asyncio.sleep(0.01)
-        self.health.ready = True
-
-    async def _run_http(self, sock: socket.socket) -> None:
-        try:
-            await self._http.serve(sockets=[sock])
-        except SystemExit:  # uvicorn exits on startup errors; that would kill the actor
-            log.error("the HTTP server of slot %d stopped", self.slot)
+        # handshake and message limit (``server_config``); the slots of a node share the port.
+        host, port = self.config.http_host, self.config.http_port
+        self.http = GatewayServer(app, host, port, access_log=False)
+        await self.http.start(bind(host, port, reuse_port=True))
 
     async def stop(self) -> None:
         self.health.ready = False
-        self.collector.stop()
         if self.crons is not None:
             await self.crons.close()
-        if self._http is not None:
-            self._http.should_exit = True
+        if self.http is not None:
+            self.http.exit()
         if self._renewer is not None:
             self._renewer.cancel()
         if self.server is not None:
@@ -202,28 +190,17 @@ class HostSlot:
             self.owned.clear()
             await self.host.close()
             self.directory.release.remote(self.slot, released)
-        if self._http_task is not None:
-            await asyncio.gather(self._http_task, return_exceptions=True)
+        if self.http is not None:
+            await self.http.wait()
 
     def statistics(self) -> dict[str, Any]:
         assert self.host is not None and self.server is not None
         return {
             "host": self.host.statistics(),
             "channel": self.server.statistics(),
-            "collector": self.collector.statistics(),
+            "collector": self.http.collector.statistics() if self.http else None,
             "owned": dict(self.owned),
         }
-
-
-def _reuseport_socket(host: str, port: int) -> socket.socket:
-    # IPPROTO_TCP, so accepted sockets get TCP_NODELAY (see ``cli._bind``).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
 
 
 def host_actor_class() -> Any:
@@ -257,3 +234,45 @@ def host_actor_class() -> Any:
             return os.getpid()
 
     return HostActor
+
+
+class Cluster:
+    """Launches (or finds) the directory and the host slots of one durable cluster on Ray."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.directory: Any = None
+        self.hosts: list[Any] = []
+
+    def start(self) -> None:
+        self.directory = (
+            directory_actor_class()
+            .options(name=DIRECTORY, namespace=RAY_NAMESPACE, get_if_exists=True)
+            .remote(self.config.partitions, self.config.info(), self.config.lease_ttl)
+        )
+        host_cls = host_actor_class()
+        self.hosts = [
+            host_cls.options(
+                name=f"durable-host-{slot}", namespace=RAY_NAMESPACE, get_if_exists=True
+            ).remote(slot, self.config)
+            for slot in range(self.config.slots)
+        ]
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(host.ready.remote() for host in self.hosts))
+
+    async def stop(self, timeout: float = 1.5) -> None:
+        """Ask every slot to flush and close (bounded), then kill the actors."""
+        import ray
+
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(h.stop.remote() for h in self.hosts), return_exceptions=True)
+        except TimeoutError:
+            pass
+        for actor in [*self.hosts, self.directory]:
+            if actor is not None:
+                ray.kill(actor, no_restart=True)
+        self.hosts = []
+        self.directory = None

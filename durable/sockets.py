@@ -344,7 +344,7 @@ class ObjectSockets:
     def queue(self, activation: Activation | None, op: Op) -> None:
         cache = activation.cache if activation is not None else None
         if cache is not None:
-            cache.host.promote(cache)  # the frame leaves after the writes before it
+            cache.host.commits.expedite(cache)  # the frame leaves after the writes before it
         round_ = cache.round if cache is not None else None
         if round_ is not None and round_.done and cache not in round_.failed:
             round_ = None  # already durable

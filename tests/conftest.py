@@ -11,6 +11,7 @@ import pytest
 
 import durable
 from durable.host import Host
+from durable.host import host_of as find_host
 from durable.testing import VirtualClock
 
 Runner = Callable[..., AbstractAsyncContextManager[Any]]
@@ -37,7 +38,7 @@ def run(tmp_path: Path, clock: VirtualClock) -> Runner:
 
 def host_of(env: Any) -> Host:
     """The in-process Host behind an env (its namespaces' transport)."""
-    for value in vars(env).values():
-        if isinstance(value, durable.connection.Namespace):
-            return value._transport  # type: ignore[return-value]
-    raise LookupError("env has no namespace")
+    host = find_host(env)
+    if host is None:
+        raise LookupError("env has no in-process namespace")
+    return host

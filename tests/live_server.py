@@ -19,8 +19,8 @@ import httpx
 import uvicorn
 
 import durable
-from durable.gateway import Gateway, Health, build_app, host_of, server_config
-from durable.host import Host
+from durable.gateway import Gateway, Health, build_app, server_config
+from durable.host import Host, host_of
 from durable.testing import VirtualClock
 
 STARTUP_POLLS = 500  # x 10 ms

@@ -11,7 +11,7 @@ from typing import Any
 
 import durable
 from durable.alarms import MAX_RETRIES, AlarmOutcome, AlarmScheduler
-from durable.host import DEFERRED_COMMIT
+from durable.commits import DEFERRED_COMMIT
 from durable.ids import ObjectId, id_from_name
 from durable.testing import VirtualClock
 from tests.conftest import host_of

@@ -1,12 +1,12 @@
-"""``durable dev/serve`` sockets: the listening socket the CLI binds itself."""
+"""``durable dev/serve`` sockets: the listening sockets the CLI and the Ray slots bind themselves
+(``server.bind``)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 
-from durable.cli import _bind
-from durable.ray_host import _reuseport_socket
+from durable.server import bind
 
 
 async def accepted_nodelay(listener: socket.socket) -> int:
@@ -29,8 +29,8 @@ async def accepted_nodelay(listener: socket.socket) -> int:
 
 async def test_connections_served_from_the_cli_socket_have_nagle_off() -> None:
     # With Nagle on, a response written in two parts waits ~40 ms for the client's delayed ACK.
-    assert await accepted_nodelay(_bind("127.0.0.1", 0)) == 1
+    assert await accepted_nodelay(bind("127.0.0.1", 0)) == 1
 
 
 async def test_connections_served_by_a_ray_slot_socket_have_nagle_off() -> None:
-    assert await accepted_nodelay(_reuseport_socket("127.0.0.1", 0)) == 1
+    assert await accepted_nodelay(bind("127.0.0.1", 0, reuse_port=True)) == 1

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import durable
-from durable.connection import read_meta
+from durable.env import read_meta
 
 CLIENT = Path(__file__).with_name("crash_client.py")
 

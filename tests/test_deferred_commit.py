@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 import durable
+from durable.commits import DEFERRED_COMMIT
 from durable.faults import faults
-from durable.host import DEFERRED_COMMIT, Host
+from durable.host import Host
 from durable.partition import Partition
 from durable.testing import VirtualClock
 from tests.conftest import host_of

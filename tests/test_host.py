@@ -53,11 +53,11 @@ async def test_output_gate_holds_reply_until_commit(run: Runner) -> None:
         call = asyncio.ensure_future(env.CELL.get_by_name("a").add())
         for _ in range(3):
             await asyncio.sleep(0)
-            if host._round is not None:
+            if host.commits.round is not None:
                 break
-        assert host._round is not None and not call.done()  # written, not yet committed
+        assert host.commits.round is not None and not call.done()  # written, not yet committed
         assert await call == 1
-        assert host._round is None
+        assert host.commits.round is None
 
 
 async def test_failed_commit_resets_only_that_object(run: Runner) -> None:

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import durable
-from durable.connection import read_meta
+from durable.env import read_meta
 from durable.testing import VirtualClock, wait_all_tasks_blocked
 from tests.conftest import host_of
 

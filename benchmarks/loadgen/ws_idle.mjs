@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Idle WebSocket clients: opens --clients sockets to --url ({r} = index mod --rooms), --batch at a
 // time, prints one JSON line {opened, failed, connectMs} once all are open, then holds them until
-// stdin closes (or SIGTERM) and exits. Used by benchmarks/http.py for "10,000 open sockets".
+// stdin closes (or SIGTERM) and exits. Used by benchmarks/gateway.py for "10,000 open sockets".
 import WebSocket from "ws";
 
 const argv = process.argv.slice(2);

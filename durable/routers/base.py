@@ -4,7 +4,8 @@ A router maps a key to the name of one object of a namespace binding (DESIGN §5
 ``name_for(...)`` gives the name and ``get(...)`` the stub, with no round trip, so tests and tools
 can see the mapping without calling anything. Routers whose keys are one ``str`` (hash, feature,
 one-field templates) also offer ``call(key, method, *args)``, which calls ``method(key, *args)``
-on the object and follows the moves of ``MigratingRouter`` and ``HashRouter.reshard``.
+on the object and follows the moves of ``MigratingRouter`` and ``HashRouter.reshard``
+(``keyed.KeyRouterBase``, which sits above ``move`` and ``scatter``: this module imports neither).
 
 Guarantees:
 - Routers are pure values: equal routers (``==``) map every key to the same name of the same
@@ -21,20 +22,17 @@ placements disagree).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
 from durable.errors import DurableError, InvalidRouteKey
 from durable.values import register_type
 
 if TYPE_CHECKING:
-    from durable.clock import Clock
     from durable.namespace import Namespace, Stub
     from durable.routers.move import Mover
-    from durable.routers.scatter import ScatterResult
 
-T = TypeVar("T")
 MAX_HOPS = 8
 
 
@@ -106,74 +104,6 @@ class RoutedCalls(Protocol):
     async def route(self, key: str) -> ShardRef: ...
 
     async def redirected(self, key: str, at: ShardRef, to: ShardRef) -> ShardRef: ...
-
-
-class KeyRouterBase:
-    """Shared code of the one-namespace key routers (hash, template, feature).
-
-    Subclasses set ``namespace`` and ``clock`` and define ``name_for`` and ``routing_key``.
-    """
-
-    namespace: Namespace
-    clock: Clock
-    _mover: Mover | None = None
-
-    def name_for(self, key: Any, /) -> str:
-        raise NotImplementedError
-
-    def routing_key(self, key: Any, /) -> str:
-        raise NotImplementedError
-
-    def ref_for(self, key: Any, /) -> ShardRef:
-        return ShardRef(self.namespace.binding, self.name_for(key))
-
-    def get(self, key: Any, /) -> Stub:
-        return self.namespace.get_by_name(self.name_for(key))
-
-    def shard_refs(self) -> list[ShardRef] | None:
-        """Every object of this router, if there is a fixed set of them (for sweeps, scatter)."""
-        return None
-
-    def placement(self) -> dict[str, Any] | None:
-        """A serializable description of the mapping, stored in shards (``ShardObject``)."""
-        return None
-
-    @property
-    def namespaces(self) -> Mapping[str, Namespace]:
-        return {self.namespace.binding: self.namespace}
-
-    @property
-    def mover(self) -> Mover:
-        from durable.routers.move import Mover
-
-        if self._mover is None:
-            self._mover = Mover(self.namespaces)
-        return self._mover
-
-    async def route(self, key: str) -> ShardRef:
-        return self.ref_for(key)
-
-    async def redirected(self, key: str, at: ShardRef, to: ShardRef) -> ShardRef:
-        return to  # a plain router follows the object that holds the key
-
-    async def call(self, key: Any, method: str, /, *args: Any, **kwargs: Any) -> Any:
-        """``await stub.<method>(routing_key, *args, **kwargs)`` on the key's object, following
-        moves (``KeyMoved``) and finishing interrupted ones (``KeyNotHere``)."""
-        from durable.routers.move import routed_call
-
-        return await routed_call(self, self.routing_key(key), method, args, kwargs)
-
-    async def scatter(
-        self, fn: Callable[[Stub], Awaitable[T]], *, timeout: float
-    ) -> ScatterResult[T]:
-        """Call ``fn(stub)`` on every object at once; see ``routers.scatter``."""
-        from durable.routers.scatter import scatter
-
-        refs = self.shard_refs()
-        if refs is None:
-            raise InvalidRouteKey(f"{self!r} has no fixed set of objects to scatter over.")
-        stubs = {ref.name: self.namespaces[ref.binding].get_by_name(ref.name) for ref in refs}
-        return await scatter(stubs, fn, timeout=timeout, clock=self.clock)
 
 
 def str_key(key: object, router: str) -> str:

@@ -18,7 +18,8 @@ from typing import Any
 from durable.clock import Clock, SystemClock
 from durable.errors import InvalidArgument, InvalidRouteKey
 from durable.namespace import Namespace
-from durable.routers.base import KeyRouterBase, ShardRef, str_key
+from durable.routers.base import ShardRef, str_key
+from durable.routers.keyed import KeyRouterBase
 
 
 @dataclass(frozen=True, slots=True)

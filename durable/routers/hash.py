@@ -39,7 +39,8 @@ from typing import Any
 from durable.clock import Clock, SystemClock
 from durable.errors import InvalidArgument
 from durable.namespace import Namespace
-from durable.routers.base import KeyRouterBase, ShardRef, str_key
+from durable.routers.base import ShardRef, str_key
+from durable.routers.keyed import KeyRouterBase
 from durable.routers.move import BATCH, MoveProgress, MoverStatistics, Sweep
 
 _MULTIPLIER = 2862933555777941757  # the 64-bit LCG of the jump hash paper

@@ -21,6 +21,8 @@ from typing import Any
 
 from durable.errors import InvalidArgument, InvalidRouteKey
 from durable.routers.base import ShardRef
+from durable.routers.hash import shard_index
+from durable.routers.template import Template
 
 
 def owner_of(placement: Mapping[str, Any], key: str) -> ShardRef:
@@ -30,13 +32,9 @@ def owner_of(placement: Mapping[str, Any], key: str) -> ShardRef:
         kind = placement["kind"]
         binding = str(placement["binding"])
         if kind == "hash":
-            from durable.routers.hash import shard_index
-
             index = shard_index(key, int(placement["shards"]))
             return ShardRef(binding, f"{placement['prefix']}{index}")
         if kind == "template":
-            from durable.routers.template import Template
-
             return ShardRef(binding, Template(str(placement["template"])).render_key(key))
         if kind == "feature":
             names: Mapping[str, str] = placement["names"]

@@ -30,7 +30,8 @@ from typing import Any
 from durable.clock import Clock, SystemClock
 from durable.errors import InvalidArgument, InvalidRouteKey
 from durable.namespace import Namespace, Stub
-from durable.routers.base import KeyRouterBase, str_key
+from durable.routers.base import str_key
+from durable.routers.keyed import KeyRouterBase
 
 SAFE = frozenset(string.ascii_letters + string.digits + "_.~")
 _ENCODED = SAFE | {"%"}

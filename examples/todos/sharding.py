@@ -34,7 +34,8 @@ from durable.clock import Clock, SystemClock
 from durable.errors import InvalidArgument
 from durable.namespace import Namespace
 from durable.routers import FeatureRouter, MigratingRouter, ShardRef, TemplateRouter
-from durable.routers.base import KeyRouterBase, str_key
+from durable.routers.base import str_key
+from durable.routers.keyed import KeyRouterBase
 
 DEFAULT_STORE = "default-store"
 FEATURES = {"todos": "todos", "settings": "settings", "activity": "activity"}

@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 import durable
-from durable.gateway import Gateway, Health, build_app, host_of
-from durable.host import Host
+from durable.gateway import Gateway, Health, build_app
+from durable.host import Host, host_of
 from durable.testing import VirtualClock
 from examples.mission_game.app import build_worker
 
@@ -78,7 +78,7 @@ class Game:
 
     def stored(self) -> list[tuple[Any, ...]]:
         """Every stored row of every object (KV rows and object records), after a flush."""
-        self.host.flush()
+        self.host.commits.flush()
         rows: list[tuple[Any, ...]] = []
         for path in sorted(self.data_dir.glob("partitions/*/partition.sqlite")):
             with sqlite3.connect(path) as db:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from benchmarks import mission_game
-from benchmarks.http import LOADGEN
+from benchmarks.gateway import LOADGEN
 
 needs_node = pytest.mark.skipif(
     shutil.which("node") is None or not (LOADGEN / "node_modules" / "ws").is_dir(),

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from durable.namespace import current_activation
+from durable.gates import current_activation
 from durable.storage import Storage
 from examples.mission_game import original, player, room, scheduler
 from examples.mission_game.global_state import GlobalState

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from durable.cluster import DIRECTORY, RAY_NAMESPACE, Cluster, ClusterConfig, new_token
+from durable.cluster import DIRECTORY, RAY_NAMESPACE, ClusterConfig, new_token
 from durable.errors import ConnectionLost, ObjectReset, Overloaded, Unavailable
+from durable.ray_host import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.ray.apps:worker"

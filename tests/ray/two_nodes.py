@@ -31,7 +31,7 @@ from ray.cluster_utils import Cluster as RayCluster
 
 import durable
 from durable.cluster import DIRECTORY, RAY_NAMESPACE
-from durable.directory import _actor_class
+from durable.directory import directory_actor_class
 from durable.ray_host import host_actor_class
 from tests.ray.apps import worker
 from tests.ray.harness import PYTHONPATH, free_port, make_config, wait_until
@@ -47,7 +47,7 @@ async def serve_and_call(out: Path) -> dict[str, Any]:
         for node in NODES
     ]
     directory = (
-        _actor_class()
+        directory_actor_class()
         .options(name=DIRECTORY, namespace=RAY_NAMESPACE, resources={NODES[0]: 0.01})
         .remote(PARTITIONS, base.info(), base.lease_ttl)
     )

@@ -231,7 +231,7 @@ async def test_misuse_is_refused(run: Any) -> None:
             MigratingRouter(
                 old,
                 FeatureRouter(
-                    durable.connection.Namespace("LEDGER", None, env.LEDGER._limits), ["a"]
+                    durable.namespace.Namespace("LEDGER", None, env.LEDGER.limits), ["a"]
                 ),
                 "lazy",
             )  # type: ignore[arg-type]
