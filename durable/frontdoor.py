@@ -90,6 +90,7 @@ class DurableHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.door = door
         self.header_timer: asyncio.TimerHandle | None = None
+        self.header_started = 0.0  # loop time of the request's first bytes
         self.header_bytes = 0
         self.reading_headers = True
         self.in_message = False  # between the parser's message begin and complete
@@ -107,6 +108,7 @@ class DurableHttpProtocol(HttpToolsProtocol):
             transport.abort()
             return
         self._await_request()
+        self.header_started = self.loop.time()
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -127,7 +129,7 @@ class DurableHttpProtocol(HttpToolsProtocol):
 
     def _arm_header_timer(self) -> None:
         timeout = self.door.limits.header_timeout
-        self.header_timer = self.loop.call_later(timeout, self._header_timed_out)
+        self.header_timer = self.loop.call_at(self.header_started + timeout, self._header_timed_out)
 
     def _header_timed_out(self) -> None:
         self.header_timer = None
@@ -138,9 +140,12 @@ class DurableHttpProtocol(HttpToolsProtocol):
             self._refuse_raw(408, "RequestTimeout", message)
 
     def data_received(self, data: bytes) -> None:
+        # Timers only for what is still incomplete once this chunk is parsed: a request that
+        # arrives whole (the common case) arms none.
+        first = self.reading_headers and self.header_timer is None
+        if first:  # the first bytes after an idle keep-alive
+            self.header_started = self.loop.time()
         if self.reading_headers:
-            if self.header_timer is None:  # the first bytes after an idle keep-alive
-                self._arm_header_timer()
             self.header_bytes += len(data)
         self._unset_keepalive_if_required()
         try:
@@ -150,12 +155,22 @@ class DurableHttpProtocol(HttpToolsProtocol):
             return
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
-        over = self.header_bytes > self.door.limits.max_header_bytes
-        if self.reading_headers and over and not self.transport.is_closing():
+                self.handle_websocket_upgrade()  # the socket's protocol owns it from here
+                return
+            self._unsupported_upgrade_warning()
+        if not self.reading_headers or self.transport.is_closing():
+            self._arm_body_timer()
+            return
+        if self.header_bytes > self.door.limits.max_header_bytes:
             self._refuse_raw(*self._too_large())
+        elif first:
+            self._arm_header_timer()
+
+    def _arm_body_timer(self) -> None:
+        """A body still expected after this chunk: cut it if it pauses too long."""
+        if self.in_message and self.body_timer is None and not self.transport.is_closing():
+            timeout = self.door.limits.body_timeout
+            self.body_timer = self.loop.call_at(self.body_seen + timeout, self._body_stalled)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -205,9 +220,6 @@ class DurableHttpProtocol(HttpToolsProtocol):
         refusal = self._refusal()
         if refusal is None:
             self.body_seen = self.loop.time()
-            self.body_timer = self.loop.call_later(
-                self.door.limits.body_timeout, self._body_stalled
-            )
             super().on_headers_complete()
             return
         app, self.app = self.app, refusal

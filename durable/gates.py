@@ -87,18 +87,27 @@ class InputGate:
             await waiter
 
 
+class _Outcome(asyncio.Future[None]):
+    """A round's outcome, awaited by every caller of the round (one future, not one each).
+
+    ``cancel()`` refuses, so cancelling one caller's task never cancels the others' wait: the
+    task is marked cancelled and gets ``CancelledError`` when the round ends, which is the
+    commit at the end of the loop turn (asyncio's ``Task.cancel`` contract for a waiter that
+    cannot be cancelled)."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
+
+
 class CommitRound:
-    """One group commit: every object whose writes it holds learns its outcome together.
+    """One group commit: every object whose writes it holds learns its outcome together."""
 
-    Each waiter has its own future, so cancelling one caller never disturbs the round.
-    """
-
-    __slots__ = ("_waiters", "done", "failed")
+    __slots__ = ("_outcome", "done", "failed")
 
     def __init__(self) -> None:
         self.done = False
         self.failed: set[ObjectCache] = set()
-        self._waiters: list[asyncio.Future[None]] = []
+        self._outcome: _Outcome | None = None
 
     async def wait(self, cache: ObjectCache) -> None:
         if not self.done:
@@ -106,10 +115,10 @@ class CommitRound:
         self.check(cache)
 
     def join(self) -> asyncio.Future[None]:
-        """A future of the caller's own, done when the round is."""
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        return waiter
+        """The future of the round's end (shared by its callers; it cannot be cancelled)."""
+        if self._outcome is None:
+            self._outcome = _Outcome(loop=asyncio.get_running_loop())
+        return self._outcome
 
     def check(self, cache: ObjectCache) -> None:
         """After the round: ``ObjectReset`` if ``cache``'s writes failed to commit."""
@@ -119,10 +128,8 @@ class CommitRound:
     def finish(self, failed: set[ObjectCache]) -> None:
         self.done = True
         self.failed |= failed
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters.clear()
+        if self._outcome is not None:
+            self._outcome.set_result(None)
 
 
 async def wait_durable(cache: ObjectCache, observed: bool = True) -> None:

@@ -184,7 +184,11 @@ class Gateway:
         self.registry = registry_for(collector)
         for extra in worker.collectors:  # an app's own series: worker.metrics(collector)
             self.registry.register(extra)
-        self.app = Starlette(routes=self._routes(), exception_handlers=_HANDLERS)
+        # HTTP requests go straight to the router (``_http``), which handles errors itself; the
+        # Starlette app around the same router serves WebSockets and other scopes.
+        self.router = Router(routes=self._routes())
+        self.app = Starlette(exception_handlers=_HANDLERS)
+        self.app.router = self.router
         if host is not None:
             host.attach_sockets(self.clients.holder, self.clients, exclusive=sole_holder)
 
@@ -269,11 +273,11 @@ class Gateway:
         start = time.perf_counter()
         status = 0
 
-        async def send_status(message: MutableMapping[str, Any]) -> None:
+        def send_status(message: MutableMapping[str, Any]) -> Awaitable[None]:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            return send(message)  # not awaited here: one frame fewer per message
 
         try:
             refused, receive = self._admit(scope, receive)
@@ -282,13 +286,19 @@ class Gateway:
             if refused is not None:
                 await refused(scope, receive, send_status)
             else:
-                await self.app(scope, receive, send_status)
+                # What Starlette's app and ExceptionMiddleware would set, without their two
+                # layers (and two send wrappers) per request: routes' errors become responses
+                # in ``request_response``; the router's own (404, 405) are handled below.
+                scope["app"] = self.app
+                scope["starlette.exception_handlers"] = _SCOPE_HANDLERS
+                await self.router(scope, receive, send_status)
         except (asyncio.CancelledError, GeneratorExit):
             raise
-        except BaseException as error:  # past Starlette's handlers (a router's SystemExit...)
+        except BaseException as error:  # the router's HTTPException, a route's SystemExit...
             if status:
                 raise  # the response started: uvicorn closes the connection
-            await error_response(error)(scope, receive, send_status)
+            path = HTTPConnection(scope).url.path
+            await error_response(error, path)(scope, receive, send_status)
         finally:
             if status == 499:
                 self.front_door.count("client_disconnect")
@@ -343,6 +353,12 @@ _HANDLERS: Any = {
     json.JSONDecodeError: exception_handler,
     Exception: exception_handler,
 }
+
+
+_SCOPE_HANDLERS: tuple[Any, dict[int, Any]] = (
+    _HANDLERS,
+    {},
+)  # (by exception class, by status code), as Starlette keeps them
 
 
 def _utf8(scope: Scope) -> bool:

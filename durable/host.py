@@ -45,13 +45,14 @@ from durable.activation import Activation
 from durable.alarms import AlarmOutcome, AlarmScheduler
 from durable.cache import ObjectCache
 from durable.checkpoint import Checkpointer
-from durable.clock import Clock, Timer
+from durable.clock import Clock
 from durable.commits import DEFERRED_COMMIT, GroupCommit
 from durable.errors import (
     DurableError,
     ObjectReset,
     RpcError,
 )
+from durable.eviction import IdleEviction
 from durable.faults import faults
 from durable.gates import CpuGuard, wait_durable
 from durable.hibernation import SocketRegistry, handler_call
@@ -67,8 +68,6 @@ from durable.storage import Storage, StorageContext
 T = TypeVar("T")
 log = logging.getLogger("durable.host")
 FDS_PER_FILE = 3
-BUSY_RECHECK = 1.0  # seconds before the sweep looks again at a due object that was busy
-EVICTION_BATCH = 0.02  # seconds: a sweep evicts the objects due this soon after it, too
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +124,7 @@ class Host:
         self.commits = GroupCommit(
             clock, data_dir, self._defers, self._commit_failed, self._alarm_committed
         )
-        self._sweep_timer: Timer | None = None
-        self._sweep_at: float | None = None
-        # Per distinct idle timeout, activations in order of last activity (front = idle longest).
-        self._idle: dict[float, OrderedDict[ObjectId, Activation]] = {}
+        self.idle = IdleEviction(clock, self.evict)
         self._activations = self._evictions = self._resets = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -161,8 +157,7 @@ class Host:
     async def close(self) -> None:
         self.commits.flush()
         await self.alarms.close()
-        if self._sweep_timer is not None:
-            self._sweep_timer.cancel()
+        self.idle.stop()
         tasks = [t for a in self._active.values() for t in a.tasks]
         for task in tasks:
             task.cancel()
@@ -217,9 +212,7 @@ class Host:
                 self.alarms.schedule(oid, cache.alarm, StorageKind.FILE)
         shared = StorageContext(cache, config.limits, callable(getattr(config.cls, "alarm", None)))
         timeout = self.idle_timeout_of(oid.namespace)
-        group = self._idle.get(timeout)
-        if group is None:
-            group = self._idle[timeout] = OrderedDict()
+        group = self.idle.group(timeout)
         activation = Activation(
             self, config.cls, oid, cache, Storage(shared), config.limits, timeout, group
         )
@@ -235,12 +228,7 @@ class Host:
         if active.get(oid) is not activation:
             return  # reset or evicted meanwhile
         active.move_to_end(oid)
-        group = activation.idle_group
-        group[oid] = activation
-        group.move_to_end(oid)
-        due = activation.last_active + activation.idle_timeout
-        if self._sweep_at is None or due < self._sweep_at:
-            self._arm_sweep(due)
+        self.idle.touched(activation)
         if self.max_active_objects is not None and len(active) > self.max_active_objects:
             self.shed(keep=activation)
 
@@ -258,55 +246,13 @@ class Host:
     def log_background_error(self, activation: Activation, error: BaseException | None) -> None:
         log.error("wait_until task of %s failed", activation.oid, exc_info=error)
 
-    # -- idle eviction -----------------------------------------------------------------------------
-    # One timer for the whole host, at the earliest due time over the groups (one group per
-    # distinct idle timeout, each ordered by last activity, so each group's front is due first).
-    # Entries of activations reset since (``forget``) are dropped when the sweep reaches them.
-    # A sweep also takes the objects due within EVICTION_BATCH after it: at thousands of
-    # evictions a second that is one timer per batch, not one per object.
+    # -- idle eviction (eviction.py) and the memory budget -------------------------------------
     def idle_timeout_of(self, namespace: str) -> float:
         return self.idle_timeouts.get(namespace, self.idle_timeout)
 
-    def _arm_sweep(self, when: float) -> None:
-        if self._sweep_timer is not None:
-            self._sweep_timer.cancel()
-        self._sweep_at = when
-        self._sweep_timer = self.clock.call_at(when, self._sweep)
-
-    def _sweep(self) -> None:
-        self._sweep_timer = self._sweep_at = None
-        now = self.clock.now()
-        upcoming = [self._sweep_group(group, timeout, now) for timeout, group in self._idle.items()]
-        due = [when for when in upcoming if when is not None]
-        if due:
-            self._arm_sweep(min(due))
-
-    def _sweep_group(
-        self, group: OrderedDict[ObjectId, Activation], timeout: float, now: float
-    ) -> float | None:
-        """Evict the group's objects idle for ``timeout``; return when the group is due next."""
-        expired = []
-        upcoming = None
-        horizon = now + min(EVICTION_BATCH, timeout / 100)  # never more than 1 % early
-        for activation in group.values():
-            if activation.last_active + timeout > horizon:
-                upcoming = activation.last_active + timeout
-                break
-            expired.append(activation)
-        for activation in expired:
-            if self._active.get(activation.oid) is not activation:
-                del group[activation.oid]  # reset since: nothing to evict
-            elif activation.idle and not activation.cache.busy:
-                self.evict(activation)
-            else:
-                # Busy: it moves to the back when its work ends, but uncommitted writes and
-                # block_concurrency_while end without an event, so look again in a second.
-                recheck = now + BUSY_RECHECK
-                upcoming = recheck if upcoming is None else min(upcoming, recheck)
-        return upcoming
-
     def evict(self, activation: Activation) -> None:
-        """Hibernate: drop the instance and its cache, close its file. Storage stays."""
+        """Hibernate: drop the instance and its cache, close its file. Storage stays. (Also for
+        an activation the idle sweep found due.)"""
         activation.evicted()
         del self._active[activation.oid]
         group = activation.idle_group
@@ -316,11 +262,10 @@ class Host:
             self._close_file(activation.cache)
         self._evictions += 1
 
-    # -- memory budget ---------------------------------------------------------------------------
     def shed(self, keep: Activation | None = None) -> int:
         """Evict least recently used idle objects until at most ``max_active_objects`` remain.
 
-        Busy objects (see ``_sweep_group``) and ``keep`` (the object whose event is starting)
+        Busy objects (see ``eviction.py``) and ``keep`` (the object whose event is starting)
         are skipped, so the host may stay over budget while that many are busy. Returns how
         many were evicted.
         """

@@ -119,7 +119,7 @@ async def test_a_reset_object_leaves_no_entry_behind(run: Runner, clock: Virtual
             await env.FAST.get_by_name("x").explode()
         await clock.advance(5)
         host = host_of(env)
-        assert all(not group for group in host._idle.values())
+        assert all(not group for group in host.idle.groups.values())
         assert host.statistics().evictions == 0  # it was reset, not evicted
 
 

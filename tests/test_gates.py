@@ -98,3 +98,25 @@ async def test_cpu_limit_resets_the_object_and_keeps_storage(run: Runner) -> Non
         with pytest.raises(durable.CpuTimeExceeded):
             await stub.spin()
         assert await stub.birth() != first  # __init__ ran again
+
+
+class Tally(durable.DurableObject):
+    async def add(self, key: str) -> int:
+        n = await self.ctx.storage.get(key, 0) + 1
+        await self.ctx.storage.put(key, n)
+        return n
+
+
+async def test_a_cancelled_caller_does_not_disturb_the_others_in_its_commit_round(
+    run: Runner,
+) -> None:
+    """Callers of one round share its outcome; cancelling one (before the commit) fails only
+    that one, with CancelledError, and its write still commits with the round."""
+    async with run(durable.Worker(objects={"TALLY": Tally})) as env:
+        calls = [asyncio.ensure_future(env.TALLY.get_by_name(f"t{i}").add("n")) for i in range(3)]
+        await asyncio.sleep(0)  # every call ran and waits for the round's commit
+        calls[1].cancel()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert results[0] == 1 and results[2] == 1
+        assert isinstance(results[1], asyncio.CancelledError)
+        assert await env.TALLY.get_by_name("t1").add("n") == 2  # the cancelled write committed

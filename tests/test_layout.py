@@ -48,8 +48,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     (
         "object runtime",
         {
-            "activation", "commits", "cron", "env", "hibernation", "host", "namespace", "object",
-            "sockets", "worker",
+            "activation", "commits", "cron", "env", "eviction", "hibernation", "host", "namespace",
+            "object", "sockets", "worker",
         },
     ),
     (
@@ -63,8 +63,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("entry points", {"__init__", "backup", "bench", "cli", "inspect", "testing"}),
 ]  # fmt: skip
 
-# Modules being split by noun right now; the lead empties this set once they are under the limit.
-PENDING_SPLIT = {"host.py"}
+# Modules being split by noun right now, allowed over the limit until they are under it.
+PENDING_SPLIT: set[str] = set()
 
 # Import edges (importer, imported) that break the layer order in a file another change owns,
 # each with why; the lead removes an entry when fixing its edge. Empty: none today.
