@@ -12,6 +12,8 @@ Guarantees:
   ``Retry-After``, except ``/healthz`` and ``/metrics``; past the cap plus
   ``reserved_connections`` the connection that waited longest for a request is closed (or the
   new one when none waits), so descriptors never run out.
+- The writes of one loop step go out as one ``send()`` (``Coalesced``): uvicorn writes a
+  response's head and body separately, which costs two system calls and two TCP segments.
 - Every refusal is a JSON body and a count in ``/metrics``
   (``durable_gateway_refused_total{reason}``), never a log line per request.
 
@@ -98,7 +100,7 @@ class DurableHttpProtocol(HttpToolsProtocol):
         self.body_seen = 0.0  # loop time of the last body bytes
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(Coalesced(transport, self.loop))  # type: ignore[arg-type]
         door = self.door
         door.stats.connections = self.connections
         limits = door.limits
@@ -231,6 +233,8 @@ class DurableHttpProtocol(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         refusal = self._refusal()
         if refusal is None:
+            if isinstance(self.transport, Coalesced):  # the socket's protocol writes directly
+                self.transport = self.transport.unwrap()
             super().handle_websocket_upgrade()
         else:
             self.transport.write(_raw_response(refusal))
@@ -271,6 +275,50 @@ class DurableHttpProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         self.door.stats.count("bad_request")
         self._refuse_raw(400, "BadRequest", "The request is not valid HTTP/1.1.")
+
+
+class Coalesced:
+    """A connection's transport whose writes within one loop step are sent as one write (at the
+    end of the step, or before a close); everything else is the transport's own."""
+
+    __slots__ = ("_loop", "_pending", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        pending = self._pending
+        if pending:
+            self._pending = []
+            if self._transport.is_closing():
+                return  # the peer is gone (a close we made flushed first)
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def unwrap(self) -> asyncio.Transport:
+        """The transport itself, once what was written is sent."""
+        self.flush()
+        return self._transport
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = []
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 _RESERVED_RAW = tuple(path.encode() for path in RESERVED)
