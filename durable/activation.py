@@ -104,7 +104,7 @@ class Activation:
         self.alarm_events += alarm
         try:
             gate = self.gate
-            if gate._locks or gate.broken is not None:
+            if gate.closed or gate.broken is not None:
                 await gate.enter()
             token = current_activation.set(self)
             try:

@@ -26,8 +26,6 @@ from durable.errors import InvalidArgument, MessageTooLarge
 if TYPE_CHECKING:
     from durable.ids import ObjectId
 
-_MIN_INT64 = -(2**63)
-_MAX_UINT64 = 2**64 - 1
 _FIXED = 10  # an upper bound of the encoded size of a plain value besides its str/bytes length
 
 
@@ -37,7 +35,7 @@ def _plain_size(value: Any) -> int:
     if kind is str:
         return len(value) + _FIXED if value.isascii() else -1
     if kind is int:
-        return _FIXED if _MIN_INT64 <= value <= _MAX_UINT64 else -1
+        return _FIXED if values.MIN_INT64 <= value <= values.MAX_UINT64 else -1
     if kind is bytes:
         return len(value) + _FIXED
     return _FIXED if value is None or kind is bool or kind is float else -1

@@ -23,7 +23,7 @@ import json as jsonlib
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import MethodType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection, Request
@@ -35,9 +35,6 @@ from durable.gates import current_activation, wait_durable
 from durable.limits import Limits
 
 METHOD_CACHE = 1024  # stub method names remembered per namespace
-
-if TYPE_CHECKING:
-    pass
 
 
 class Transport(Protocol):
@@ -173,9 +170,7 @@ class Stub:
 
 def _remote_method(name: str) -> Callable[..., Awaitable[Any]]:
     async def call(stub: Stub, *args: Any, **kwargs: Any) -> Any:
-        activation = current_activation.get()
-        if activation is not None:
-            await wait_durable(activation.cache)  # the caller's output gate
+        await _output_gate()
         try:
             ns = stub._ns
             return await ns.transport.invoke(stub.id, name, args, kwargs, ns.limits.max_rpc_bytes)

@@ -90,8 +90,8 @@ Buffer = bytes | bytearray | memoryview
 
 FORMAT_VERSION = 1
 _FORMAT = bytes([FORMAT_VERSION])
-_MIN_INT64 = -(2**63)
-_MAX_UINT64 = 2**64 - 1
+MIN_INT64 = -(2**63)  # msgpack's native int range; beyond it: EXT_BIGINT
+MAX_UINT64 = 2**64 - 1
 
 
 # Extension codes of format version 1: the docstring table above, which a test checks.
@@ -261,7 +261,7 @@ def _offset(value: datetime | time) -> int | None:
 
 
 def _int(n: int) -> object:
-    if _MIN_INT64 <= n <= _MAX_UINT64:
+    if MIN_INT64 <= n <= MAX_UINT64:
         return int(n)
     return _new_ext((EXT_BIGINT, n.to_bytes(n.bit_length() // 8 + 1, "big", signed=True)))
 
