@@ -64,8 +64,19 @@ class ChannelThread:
 
 
 def call(sock: socket.socket, rid: int) -> Any:
-    """One well-formed CALL and its answer (None if the server closed the connection)."""
-    sock.sendall(msgpack.packb([Frame.CALL, rid, 0, 1, "NS", b"id", "name", "ping", b""]))
+    """One well-formed CALL and its answer (None if the server closed the connection).
+
+    A server that closes with our CALL still unread resets the connection instead of
+    ending it cleanly, depending on timing; both mean "closed".
+    """
+    try:
+        sock.sendall(msgpack.packb([Frame.CALL, rid, 0, 1, "NS", b"id", "name", "ping", b""]))
+        return next_frame(sock)
+    except (ConnectionResetError, BrokenPipeError):
+        return None
+
+
+def next_frame(sock: socket.socket) -> Any:
     unpacker = msgpack.Unpacker(raw=False)
     while True:
         data = sock.recv(65536)
