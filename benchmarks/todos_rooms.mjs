@@ -1,16 +1,21 @@
 // Rooms syncing for benchmarks/todos.py: R rooms, two real TinyBase clients each
 // (MergeableStore + createWsSynchronizer, tinybase@10.0.1 from tests/todos/js/node_modules).
-// In every room, one client makes E edits one after another; each edit's convergence time is
-// from setRow on the writer to the row appearing in the other client's store.
-//   node todos_rooms.mjs <ws-base> <rooms> <edits>
+// In every room, one client makes E edits, each once the previous one converged and, with a
+// pace P ms, after a pause of 0.5P-1.5P (a person typing; rooms start spread over one pause);
+// P = 0: back to back, every room at once (a stress, not a person). Each edit's convergence time
+// is from setRow on the writer to the row appearing in the other client's store.
+//   node todos_rooms.mjs <ws-base> <rooms> <edits> [<pace-ms>]
 // Prints one JSON line: {connect_ms, convergence_ms: [...], timeouts, errors}.
 import {createMergeableStore} from '../tests/todos/js/node_modules/tinybase/mergeable-store/index.js';
 import {createWsSynchronizer} from '../tests/todos/js/node_modules/tinybase/synchronizers/synchronizer-ws-client/index.js';
 import WebSocket from '../tests/todos/js/node_modules/ws/wrapper.mjs';
 
-const [base, roomsText, editsText] = process.argv.slice(2);
+const [base, roomsText, editsText, paceText = '0'] = process.argv.slice(2);
 const rooms = Number(roomsText);
 const edits = Number(editsText);
+const pace = Number(paceText);
+const run = Date.now().toString(36); // rows new to the room, even when it was used before
+const pause = (share) => new Promise((resolve) => setTimeout(resolve, pace * share));
 const errors = [];
 const TIMEOUT_MS = 10000;
 
@@ -40,10 +45,12 @@ const converge = (writer, reader, row, started) =>
 
 const room = async (index, clients, times) => {
   const name = `bench-room-${index}`;
+  await pause(Math.random());
   const [writer, reader] = [await open(name), await open(name)];
   clients.push(writer, reader);
   for (let i = 0; i < edits; i++) {
-    times.push(await converge(writer, reader, `e${i}`, performance.now()));
+    await pause(0.5 + Math.random());
+    times.push(await converge(writer, reader, `${run}-e${i}`, performance.now()));
   }
 };
 

@@ -41,6 +41,15 @@ def test_the_benchmark_runs_at_tiny_sizes_and_writes_its_results(tmp_path: Path)
         assert config["rooms"]["edits"] == sizes["rooms"] * sizes["edits"]
         assert config["rooms"]["timeouts"] == 0 and config["rooms"]["errors"] == []
     assert by["flag"]["migration"]["phase"] == "done"
+    assert by["flag"]["online"] is None  # (f) measures the sharding strategies, not migrations
+    for config in (by["user"], by["single"]):  # (f): every user online, each loads at login
+        online = config["online"]
+        assert online["users"]["errors"] == 0
+        assert online["users"]["ops"]["load"]["n"] >= sizes["users"]
+        assert online["users"]["ops"]["save"]["n"] > 0 and online["users"]["ops"]["poll"]["n"] > 0
+        assert online["rooms"]["edits"] == sizes["rooms"] * sizes["edits"]
+        assert online["rooms"]["timeouts"] == 0
+    assert any("online" in g["name"] for g in result["goals"])
     assert by["user"]["storage"]["objects"] == sizes["users"]
     assert by["single"]["storage"]["objects"] == 1
     fills = {f["config"]: f for f in result["fill"]}
