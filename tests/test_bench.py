@@ -214,3 +214,18 @@ def test_shard_study_shows_knees_and_checks_the_reviews_verdict(tmp_path: Path) 
     assert "| hash-16 | – | – | 1,000 |" in report
     assert "| breaks at ~100 miners | knee at 100 miners | yes |" in report
     assert "| catastrophic at 500+ miners | broke at 500 miners | yes |" in report
+
+
+def test_scaling_shows_three_simulated_nodes_against_one(tmp_path: Path) -> None:
+    rows = [
+        {"config": "one-node", "gateways": 1, "rps": 4_000.0, "p99_ms": 20.0,
+         "server_cpu_us_per_request": 200.0},
+        {"config": "three-nodes-spread", "gateways": 3, "rps": 3_000.0, "p99_ms": 40.0,
+         "server_cpu_us_per_request": 300.0},
+    ]  # fmt: skip
+    log = tmp_path / "nodes.log"
+    log.write_text("")
+    outcome = Outcome(select("nodes")[0], 1.0, 0, log, {"rows": rows, "goals": []})
+    report = write_report([outcome], tmp_path, quick=True).read_text()
+    assert "| three-nodes-spread | 3 | 3,000 | 0.75× | 40.0 | 300 |" in report
+    assert "The gateway study was not run." in report
