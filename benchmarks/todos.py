@@ -125,7 +125,9 @@ TINY = Sizes(
     room_pace_ms=100,
 )
 # ``durable bench --quick``: every configuration and phase, a third of the users and rooms.
-QUICK = Sizes(users=300, rounds=2, rooms=30, edits=5, burst=1000, online_seconds=10.0)
+QUICK = Sizes(
+    users=300, rounds=2, rooms=30, edits=5, burst=1000, online_seconds=6.0, poll_s=2.0, edit_s=2.0
+)
 
 
 # -- a server ------------------------------------------------------------------------------------
