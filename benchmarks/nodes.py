@@ -2,8 +2,9 @@
 
 ``ray.cluster_utils.Cluster`` starts each Ray node as its own raylet on this machine, with a
 custom resource ``node-<i>``; one host slot runs on each node, with the node's own data directory
-and HTTP port, and the slots reach each other over the channel's TCP endpoints, as on separate
-machines. Configurations, each on a fresh cluster:
+and HTTP port, and a request for a partition another node serves crosses the channel to that
+node's slot (the simulated nodes share one machine, so the channel's Unix socket).
+Configurations, each on a fresh cluster:
 
 - ``one-node``: one node, one slot; the load on its gateway.
 - ``three-nodes``: three nodes, one slot each; the load on node 0's gateway only, so about two

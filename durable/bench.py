@@ -351,7 +351,7 @@ def _scaling(outcomes: Sequence[Outcome]) -> str:
         "so a second host slot, or a second and third simulated node, competes with the load "
         "generator for the same CPU; DESIGN §2 expects no gain here and the figures above are "
         "the check. The three-node rows measure what the hop between nodes costs (a request "
-        "served by another node's slot crosses the channel over TCP), not what more machines "
+        "served by another node's slot crosses the channel), not what more machines "
         "would add.",
     ])  # fmt: skip
 
@@ -369,7 +369,8 @@ def _nodes(result: dict[str, Any] | None) -> str:
                "CPU µs/req")  # fmt: skip
     return (
         "A simulated Ray cluster (`ray.cluster_utils`; one slot per node, each node with its own "
-        "data directory; channels over TCP):\n\n" + _table(columns, rows)
+        "data directory; a request for another node's partition crosses the channel):\n\n"
+        + _table(columns, rows)
     )
 
 
