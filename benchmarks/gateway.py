@@ -92,7 +92,7 @@ class Sizes:
     sustained: float  # seconds per broadcast window
 
 
-FULL = Sizes(8.0, 1.0, 9_000, 1_000, 100, 5.0)
+FULL = Sizes(6.0, 1.0, 9_000, 1_000, 100, 5.0)
 QUICK = Sizes(2.0, 0.5, 900, 100, 30, 2.0)
 
 

@@ -31,7 +31,7 @@ past about one core it, not the server, may be what limits a run.
 
 Rerun (from the repo root; ``cd benchmarks/loadgen && npm ci`` once)::
 
-    .venv/bin/python benchmarks/mission_game.py            # full sweep, about 20 minutes
+    .venv/bin/python benchmarks/mission_game.py            # full sweep, about 17 minutes
     .venv/bin/python benchmarks/mission_game.py --quick    # N in 10, 100, 1,000; 30 s runs
     .venv/bin/python benchmarks/mission_game.py --configs original,hash-16 --players 10,50
     .venv/bin/python benchmarks/mission_game.py --configs hash-16 --players 1000 --profile /tmp/p
@@ -116,7 +116,7 @@ class Sizes:
     mission_size: int  # players per mission
 
 
-FULL = Sizes(PLAYERS, 32.0, 16.0, 4.0, 20)  # every miner live (4 s × 10 cycles) from 16 to 32 s
+FULL = Sizes(PLAYERS, 28.0, 14.0, 3.0, 20)  # every miner live (4 s × 10 cycles) from 14 to 28 s
 QUICK = Sizes((10, 100, 1_000), 30.0, 15.0, 3.0, 20)
 SERVER_OVERHEAD_S = 5.0  # start to healthy, stop: for the time estimate only
 PROFILED = (

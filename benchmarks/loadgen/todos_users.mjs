@@ -11,7 +11,8 @@
 // --edit-s seconds on average (uniform 0.5x-1.5x). Each user waits for its own answer before its
 // next request, as one persister does; a late user skips, never bursts.
 // Node and undici (as loadgen.mjs), so the client's own cost stays small beside the server's.
-// Output: JSON {seconds, requests, statuses: {"<op> <status>": n}, latencyMs: {op: {n, p50, p95, p99}}}
+// Output: JSON {seconds, requests, statuses: {"<op> <status>": n} (status 0: failed on the
+// network), latencyMs: {op: {n, p50, p95, p99}}}
 import { Pool } from "undici";
 
 const argv = process.argv.slice(2);
@@ -44,16 +45,26 @@ function body(user, todos) {
 }
 
 const connections = MODE === "online" ? Math.min(USERS, 256) : CONCURRENCY;
-const pool = new Pool(ORIGIN, { connections, pipelining: 1, keepAliveTimeout: 60_000 });
+// Idle connections close on our side (2 s) before the server's keep-alive timeout (5 s): a
+// connection reused just as the server closes it would fail a request that never reached it.
+const pool = new Pool(ORIGIN, { connections, pipelining: 1, keepAliveTimeout: 2_000, keepAliveMaxTimeout: 2_000 });
 const latency = { load: [], save: [], poll: [] };
 const statuses = {};
 const etags = new Map();
 
+// A request that fails on the network counts as status 0 (an error), so one reset does not end
+// the run; its latency is not recorded.
 async function timed(op, options) {
   const t0 = performance.now();
-  const { statusCode, headers, body: stream } = await pool.request(options);
-  await stream.text();
-  latency[op].push(performance.now() - t0);
+  let statusCode = 0, headers = {};
+  try {
+    const response = await pool.request(options);
+    await response.body.text();
+    ({ statusCode, headers } = response);
+    latency[op].push(performance.now() - t0);
+  } catch {
+    // counted below as "<op> 0"
+  }
   statuses[`${op} ${statusCode}`] = (statuses[`${op} ${statusCode}`] ?? 0) + 1;
   return { status: statusCode, etag: headers.etag };
 }
