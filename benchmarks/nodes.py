@@ -3,7 +3,9 @@
 ``ray.cluster_utils.Cluster`` starts each Ray node as its own raylet on this machine, with a
 custom resource ``node-<i>``; one host slot runs on each node, with the node's own data directory
 and HTTP port, and a request for a partition another node serves crosses the channel to that
-node's slot (the simulated nodes share one machine, so the channel's Unix socket).
+node's slot: over TCP since slots listen on it (issue 16; each simulated node is its own Ray
+node, so the channel's ``auto`` choice dials TCP, as between machines), over the Unix socket
+before (results from commit 5d4877b and earlier).
 Configurations, each on a fresh cluster:
 
 - ``one-node``: one node, one slot; the load on its gateway.

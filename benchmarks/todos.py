@@ -466,6 +466,17 @@ def goals(result: dict[str, Any]) -> list[Goal]:
     return out
 
 
+LATENCY_COLUMNS = ("save p50/p95 ms", "load p50/p95 ms", "poll p50/p95 ms", "converge p50/p95 ms")
+
+
+def latencies(ops: dict[str, Any], rooms: dict[str, Any]) -> list[str]:
+    """The cells under ``LATENCY_COLUMNS``: p50 / p95 of each operation and of convergence."""
+    cells = [
+        f"{num(ops[o]['p50_ms'], 1)} / {num(ops[o]['p95_ms'], 1)}" for o in ("save", "load", "poll")
+    ]
+    return [*cells, f"{num(rooms['p50_ms'], 1)} / {num(rooms['p95_ms'], 1)}"]
+
+
 def print_tables(result: dict[str, Any]) -> None:
     rows = []
     for r in result["configs"]:
@@ -475,11 +486,7 @@ def print_tables(result: dict[str, Any]) -> None:
             (
                 r["config"],
                 num(r["users"]["rps"]),
-                *(
-                    f"{num(ops[o]['p50_ms'], 1)} / {num(ops[o]['p95_ms'], 1)}"
-                    for o in ("save", "load", "poll")
-                ),
-                f"{num(rooms['p50_ms'], 1)} / {num(rooms['p95_ms'], 1)}",
+                *latencies(ops, rooms),
                 num(stored["max_object_bytes"]),
                 num(r["users"]["errors"]),
                 "–" if migration is None else f"{num(migration['seconds'], 1)} s",
@@ -492,10 +499,7 @@ def print_tables(result: dict[str, Any]) -> None:
         (
             "config",
             "req/s",
-            "save p50/p95 ms",
-            "load p50/p95 ms",
-            "poll p50/p95 ms",
-            "converge p50/p95 ms",
+            *LATENCY_COLUMNS,
             "max object B",
             "5xx",
             "migration",
@@ -517,11 +521,7 @@ def print_online(result: dict[str, Any]) -> None:
             (
                 r["config"],
                 num(users["rps"]),
-                *(
-                    f"{num(ops[o]['p50_ms'], 1)} / {num(ops[o]['p95_ms'], 1)}"
-                    for o in ("save", "load", "poll")
-                ),
-                f"{num(rooms['p50_ms'], 1)} / {num(rooms['p95_ms'], 1)}",
+                *latencies(ops, rooms),
                 num(users["errors"]),
             )
         )
@@ -532,10 +532,7 @@ def print_online(result: dict[str, Any]) -> None:
         (
             "config",
             "req/s",
-            "save p50/p95 ms",
-            "load p50/p95 ms",
-            "poll p50/p95 ms",
-            "converge p50/p95 ms",
+            *LATENCY_COLUMNS,
             "5xx",
         ),
         rows,

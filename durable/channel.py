@@ -36,10 +36,19 @@ Guarantees:
 Does not guarantee: bodies are chunked on the wire but assembled whole at each end (the object's
 ``fetch`` gets a complete body; streaming into it is the gateway issue's).
 
+Endpoints: a host listens on a Unix socket and on TCP (its node's IP) and registers one
+address carrying both and its node, ``node=<id>;unix=<path>;tcp=<ip>:<port>`` (``Endpoint``);
+callers on the same node dial the socket, others (or all, with ``channel="tcp"``) dial TCP.
+TCP may be TLS (``server_tls``/``client_tls``): peers verify each other's certificate against the
+cluster's one cert file used as the CA, with no hostname check (peers are IPs). Unix sockets
+stay plain (0600). Without TLS, TCP is plain; the token is required on both.
+
 On failure: a malformed frame (not ``[kind, rid, ...]`` with a known kind, or body for an
 unknown request) or a wrong token (compared in constant time) closes the connection and is
-logged; the server and its other connections go on. In-flight calls on the closed connection fail
-with ``ConnectionLost`` on the caller's side.
+logged, at most once per peer per minute (the rest are counted in ``refused``); a TLS handshake
+that fails closes the connection; the server and its other connections go on. In-flight calls
+on the closed connection fail with ``ConnectionLost`` on the caller's side; a client that cannot
+connect or complete the TLS handshake sent nothing (``NotSent``).
 """
 
 from __future__ import annotations
@@ -50,7 +59,9 @@ import importlib
 import itertools
 import logging
 import os
+import ssl
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -121,6 +132,48 @@ class ChannelStatistics:
     frames_in: int
     frames_out: int
     writes: int
+    refused: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where one host listens: its node, its Unix socket and its TCP address (``ip:port``)."""
+
+    node: str
+    unix: str
+    tcp: str
+
+    def __str__(self) -> str:
+        return f"node={self.node};unix={self.unix};tcp={self.tcp}"
+
+    @classmethod
+    def parse(cls, address: str) -> Endpoint:
+        """An address as registered; a bare ``unix:<path>`` is a socket on no known node."""
+        if address.startswith("unix:"):
+            return cls("", address[5:], "")
+        parts = dict(p.partition("=")[::2] for p in address.split(";"))
+        return cls(parts.get("node", ""), parts.get("unix", ""), parts.get("tcp", ""))
+
+    def dial(self, node: str, channel: str = "auto") -> str:
+        """``unix:<path>`` on the same node unless TCP is forced, else ``tcp:<ip>:<port>``."""
+        if self.unix and (not self.tcp or (channel != "tcp" and node and node == self.node)):
+            return f"unix:{self.unix}"
+        return f"tcp:{self.tcp}"
+
+
+def server_tls(cert: str, key: str) -> ssl.SSLContext:
+    """The host's TLS: its cert/key, and clients need not present one (the token admits them)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def client_tls(cert: str) -> ssl.SSLContext:
+    """Trust exactly the cluster's cert (it is the CA); no hostname check: peers are IPs."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations(cert)
+    return context
 
 
 # -- errors on the wire ------------------------------------------------------------------------
@@ -277,7 +330,10 @@ class ChannelServer:
     def __init__(self, token: str, handle: CallHandler) -> None:
         self.token = token
         self.handle = handle
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._unix: Path | None = None
+        self._refusals: dict[str, float] = {}  # peer -> when its refusal was last logged
+        self.refused = 0
         self._links: set[_Link] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.address = ""
@@ -286,23 +342,25 @@ class ChannelServer:
         path.unlink(missing_ok=True)  # a stale socket of a dead incarnation
         old = os.umask(0o177)  # the socket is created 0600: only this user may connect
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(path))
+            self._servers.append(await asyncio.start_unix_server(self._serve, path=str(path)))
         finally:
             os.umask(old)
+        self._unix = path
         self.address = f"unix:{path}"
         return self.address
 
-    async def start_tcp(self, host: str, port: int = 0) -> str:
-        self._server = await asyncio.start_server(self._serve, host, port)
-        bound = self._server.sockets[0].getsockname()
+    async def start_tcp(self, host: str, port: int = 0, tls: ssl.SSLContext | None = None) -> str:
+        server = await asyncio.start_server(self._serve, host, port, ssl=tls)
+        self._servers.append(server)
+        bound = server.sockets[0].getsockname()
         self.address = f"tcp:{bound[0]}:{bound[1]}"
         return self.address
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        if self.address.startswith("unix:"):
-            Path(self.address[5:]).unlink(missing_ok=True)  # asyncio leaves the file behind
+        for server in self._servers:
+            server.close()
+        if self._unix is not None:
+            self._unix.unlink(missing_ok=True)  # asyncio leaves the file behind
         for link in list(self._links):
             link.close()
         for task in list(self._tasks):
@@ -316,7 +374,7 @@ class ChannelServer:
         try:
             frames = link.frames()
             if not self._greeted(await anext(frames, None)):
-                log.warning("channel connection refused: no hello with this cluster's token")
+                self._refuse(writer.get_extra_info("peername"))
                 return
             async for frame in frames:
                 if not _well_formed(frame):
@@ -334,6 +392,19 @@ class ChannelServer:
             return False
         token = hello[1]
         return isinstance(token, str) and hmac.compare_digest(token.encode(), self.token.encode())
+
+    def _refuse(self, peer: Any) -> None:
+        """Count every refusal; log one per peer (IP, or the socket) per minute: a peer
+        retrying a wrong token cannot flood the log."""
+        self.refused += 1
+        who = str(peer[0]) if isinstance(peer, tuple) else "unix"
+        now = time.monotonic()
+        if len(self._refusals) > 1024:  # many peers: forget the ones quiet for a minute
+            self._refusals = {p: t for p, t in self._refusals.items() if now - t < 60.0}
+        if now - self._refusals.get(who, -60.0) >= 60.0:
+            self._refusals[who] = now
+            log.warning("channel connection from %s refused: no hello with this cluster's token"
+                        " (%d refused so far)", who, self.refused)  # fmt: skip
 
     def _dispatch(
         self, link: _Link, frame: list[Any], bodies: dict[int, tuple[list[Any], list[bytes]]]
@@ -373,6 +444,7 @@ class ChannelServer:
             frames_in=sum(x.frames_in for x in links),
             frames_out=sum(x.frames_out for x in links),
             writes=sum(x.writes for x in links),
+            refused=self.refused,
         )
 
 
@@ -380,9 +452,16 @@ class ChannelServer:
 class ChannelClient:
     """One connection to one host, opened on first use; pipelined calls by request id."""
 
-    def __init__(self, address: str, token: str, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+    def __init__(
+        self,
+        address: str,
+        token: str,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.address = address
         self.token = token
+        self.tls = tls  # used for TCP only
         self.max_in_flight = max_in_flight
         self._link: _Link | None = None
         self._connecting: asyncio.Future[_Link] | None = None
@@ -398,7 +477,7 @@ class ChannelClient:
             raise Overloaded(f"The channel to {self.address}", self.max_in_flight)
         try:
             link = await self._connect()
-        except OSError as error:
+        except OSError as error:  # ssl.SSLError too: nothing was written
             raise NotSent(f"{self.address}: {error}") from error
         rid = next(self._rids)
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
@@ -435,7 +514,7 @@ class ChannelClient:
             reader, writer = await asyncio.open_unix_connection(where)
         else:
             host, _, port = where.rpartition(":")
-            reader, writer = await asyncio.open_connection(host, int(port))
+            reader, writer = await asyncio.open_connection(host, int(port), ssl=self.tls)
         link = _Link(reader, writer)
         link.send([Frame.HELLO, self.token])
         self._link = link

@@ -9,7 +9,9 @@ serve TARGET --address auto|HOST:PORT`` does the same on an existing Ray cluster
 ``connect(address=None)``), without Ray. A bare ``durable dev`` reads ``[tool.durable] app``
 from ``./pyproject.toml``. TARGET is ``path/to/file.py[:attr]`` or ``package.module[:attr]``
 (attr defaults to ``worker``); the current directory and the file's directory go on
-``sys.path``.
+``sys.path``. ``--channel tcp`` forces the channel over TCP between every caller and host
+(default ``auto``: the Unix socket on the same node); ``--tls-cert PATH --tls-key PATH`` make
+that TCP TLS (paths readable on every node).
 
 Guarantees:
 - The port is bound only when the objects' partitions are open (on Ray: when every partition
@@ -25,6 +27,7 @@ exit 2.
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import os
 import signal
@@ -98,6 +101,8 @@ async def serve_cluster(
     slots: int | None = None,
     partitions: int = 16,
     ready: asyncio.Event | None = None,
+    channel: str = "auto",
+    tls: tuple[str, str] = ("", ""),
 ) -> None:
     """``durable dev``/``serve``: start (or join) Ray, launch the cluster, serve until a signal.
 
@@ -120,6 +125,7 @@ async def serve_cluster(
         target=target, data_dir=str(root), sys_path=tuple(paths),
         partitions=int(meta["partitions"]), slots=slots or default_slots(),
         http_host=http_host, http_port=http_port, token=new_token(),
+        channel=channel, tls_cert=tls[0], tls_key=tls[1],
     )  # fmt: skip
     cluster = Cluster(config)
     try:
@@ -153,6 +159,17 @@ class RunOptions:
     slots: int | None = None
     partitions: int = 16
     log_format: str = "text"
+    channel: str = "auto"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def tls(self) -> tuple[str, str]:
+        """Absolute cert and key paths (slots on other nodes read them), or ("", "")."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            _fail("--tls-cert and --tls-key go together")
+        if self.tls_cert is None or self.tls_key is None:
+            return ("", "")
+        return (str(self.tls_cert.resolve()), str(self.tls_key.resolve()))
 
 
 def _run(options: RunOptions) -> None:
@@ -177,6 +194,7 @@ def _run(options: RunOptions) -> None:
     serving = serve_cluster(
         _absolute(target), options.host, options.port, options.data_dir, options.address,
         slots=options.slots, partitions=options.partitions,
+        channel=options.channel, tls=options.tls(),
     )  # fmt: skip
     asyncio.new_event_loop().run_until_complete(serving)
     # Every slot committed and closed and Ray is down: skip the loop's and the interpreter's
@@ -213,8 +231,18 @@ def _absolute(target: str) -> str:
     return str(Path(spec).resolve()) + sep + attr if spec.endswith(".py") else target
 
 
+class Channel(enum.StrEnum):
+    auto = "auto"
+    tcp = "tcp"
+
+
 IN_PROCESS = typer.Option(False, "--in-process", help="run objects in this process, no Ray")
 SLOTS = typer.Option(None, help="host slots (default: one per CPU left, at least 1)")
+CHANNEL = typer.Option(
+    "auto", help="auto: Unix socket to hosts on the same node, TCP to others; tcp: TCP always"
+)
+TLS_CERT = typer.Option(None, help="TLS for the channel's TCP: cert (also the CA peers trust)")
+TLS_KEY = typer.Option(None, help="TLS for the channel's TCP: the cert's private key")
 PARTITIONS = typer.Option(16, help="partitions of a new data dir (fixed once created)")
 LOG_FORMAT = typer.Option("text", help="text or json (one JSON object per line)")
 
@@ -230,11 +258,15 @@ def dev(
     slots: int = SLOTS,
     partitions: int = PARTITIONS,
     log_format: str = LOG_FORMAT,
+    channel: Channel = CHANNEL,
+    tls_cert: Path = TLS_CERT,
+    tls_key: Path = TLS_KEY,
 ) -> None:
     """Serve a worker on a private local Ray (address="local"), data in ./.durable."""
     options = RunOptions(
-        target, host, port, data_dir, None, in_process, slots, partitions, log_format
-    )
+        target, host, port, data_dir, None, in_process, slots, partitions, log_format,
+        channel.value, tls_cert, tls_key,
+    )  # fmt: skip
     if reload:
         import watchfiles
 
@@ -254,11 +286,15 @@ def serve(
     slots: int = SLOTS,
     partitions: int = PARTITIONS,
     log_format: str = LOG_FORMAT,
+    channel: Channel = CHANNEL,
+    tls_cert: Path = TLS_CERT,
+    tls_key: Path = TLS_KEY,
 ) -> None:
     """Serve a worker: on a new local Ray, or on the cluster at --address."""
     options = RunOptions(
-        target, host, port, data_dir, address, in_process, slots, partitions, log_format
-    )
+        target, host, port, data_dir, address, in_process, slots, partitions, log_format,
+        channel.value, tls_cert, tls_key,
+    )  # fmt: skip
     _run(options)
 
 

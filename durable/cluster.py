@@ -51,6 +51,12 @@ class ClusterConfig:
     token: str = ""
     lease_ttl: float = LEASE_TTL
     placement: tuple[tuple[str, str], ...] = ()
+    # The channel (CONTRACTS §9): "auto" dials a host on the same node over its Unix socket,
+    # "tcp" forces TCP everywhere. TLS for TCP when both paths are set; the files must be
+    # readable at these paths on every node (the cert is also the CA clients verify against).
+    channel: str = "auto"
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @property
     def cluster(self) -> str:

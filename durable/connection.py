@@ -71,7 +71,7 @@ async def connect_cluster(worker: Worker, address: str) -> AsyncIterator[Env]:
         config = ClusterConfig.from_info(info)
         transport = ClusterTransport(
             directory, config.token, config.partitions, dedicated=dedicated_for(worker, config),
-            lease_ttl=config.lease_ttl,
+            lease_ttl=config.lease_ttl, channel=config.channel, tls_cert=config.tls_cert,
         )  # fmt: skip
         env = build_env(worker, transport)
         try:

@@ -109,7 +109,9 @@ def object_actor_class() -> Any:
             directory = ray.get_actor(DIRECTORY, namespace=RAY_NAMESPACE)
 
             def transport(host: Host) -> ClusterTransport:
-                return ClusterTransport(directory, cfg.token, cfg.partitions)
+                return ClusterTransport(
+                    directory, cfg.token, cfg.partitions, channel=cfg.channel, tls_cert=cfg.tls_cert
+                )
 
             host, _ = await start_host(
                 worker, root, SystemClock(), partitions=1, owned=[0], transport=transport

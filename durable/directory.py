@@ -1,11 +1,27 @@
-"""The directory: which host slot owns which partition, as leases with epochs.
+"""The directory: which host slot owns which partition, as leases with epochs, and which node
+holds each partition's files (its home).
 
 ``Directory`` is the pure bookkeeping (tested without Ray); ``DirectoryActor`` is the named Ray
-actor that holds one and persists epochs in Ray's GCS key-value store.
+actor that holds one and persists epochs and homes in Ray's GCS key-value store.
+
+A *node* here is the disk a slot's data dir is on, named by ``home_of(data_dir)``: an id written
+into the data dir once, so it stays with the files (a node that returns after a crash or a
+``ray start`` keeps it, while Ray gives it a new node id) and a wiped or new disk gets a new one.
 
 Guarantees:
-- Placement is rendezvous hashing of partitions over the registered, live slots: adding or
-  removing a slot moves only the partitions it wins or held.
+- Placement is rendezvous hashing of partitions over the registered, live slots that may hold
+  them: adding or removing a slot moves only the partitions it wins or held.
+- Homes: the first grant of a partition records the grantee's node as its home (persisted before
+  the grant is returned); from then on it is granted only to live slots on its home node. While
+  its home has no live slot it has no lease (callers get ``Unavailable``/503 after 1.5 TTLs) and
+  the other partitions are granted as usual. Each grant carries the home, so a slot can refuse a
+  partition that lives elsewhere (``HostSlot._apply`` does). ``reassign`` to a slot on another
+  node is refused: a move across nodes must copy the files first (not built yet).
+- Partitions never created are granted once every slot the cluster starts (``expected``) has
+  registered, or ``START_GRACE`` TTLs after the first did, so a new cluster spreads them over its
+  nodes (a slot that never starts delays the first start of a cluster by that much).
+- ``complete``: every partition holds a valid lease except those whose home has no live slot
+  (a node that is down does not keep the others' slots from starting).
 - A partition is granted as a lease ``(slot, epoch, expiry)``. Every grant (including a slot
   re-registering after a restart) takes a new epoch, strictly greater than every epoch granted
   before for that partition, also across restarts of the directory (epochs persist).
@@ -13,23 +29,33 @@ Guarantees:
   the old holder, which stops serving when its own lease lapses, and the new one never both hold
   a valid lease. On one machine the partition's ``flock`` backs this up.
 
-Does not guarantee: a slot that cannot reach the directory keeps serving until its lease ends
-(TTL); callers then see ``not_owner`` from it and re-resolve.
+Does not guarantee:
+- A slot that cannot reach the directory keeps serving until its lease ends (TTL); callers then
+  see ``not_owner`` from it and re-resolve.
+- Homes survive what the GCS KV store survives: a directory restart, not a restart of the whole
+  Ray cluster without GCS fault tolerance (nor do epochs). Two data dirs copied file for file
+  (``home-id`` included) are taken for one node.
 
-On failure: a directory restart loses leases but not epochs; hosts re-register on their next
-renewal (they are told ``unknown``) and get new epochs.
+On failure: a directory restart loses leases but not epochs or homes; hosts re-register on their
+next renewal (they are told ``unknown``) and get new epochs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 LEASE_TTL = 10.0
+STATE = ("epochs", "homes")  # the directory's fields kept in the GCS KV store
+START_GRACE = 3  # lease TTLs new partitions wait at most for every slot to register
 
 
 def rendezvous(partition: int, slots: list[int]) -> int:
@@ -39,6 +65,23 @@ def rendezvous(partition: int, slots: list[int]) -> int:
     True
     """
     return max(slots, key=lambda s: hashlib.sha256(f"{partition}/{s}".encode()).digest())
+
+
+def home_of(data_dir: Path) -> str:
+    """The node name of the disk ``data_dir`` is on: read from ``data_dir/home-id``, written
+    there on first use (the host name, for people, and a random part, for uniqueness)."""
+    path = data_dir / "home-id"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        draft = data_dir / f"home-id.{uuid.uuid4().hex}"
+        draft.write_text(f"{socket.gethostname()}/{uuid.uuid4().hex[:12]}")
+        try:
+            os.link(draft, path)  # atomic, and refused if another slot of this node won the race
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text()
 
 
 @dataclass
@@ -58,21 +101,33 @@ class Directory:
     epochs: dict[int, int] = field(default_factory=dict)  # highest epoch ever granted
     leases: dict[int, Lease] = field(default_factory=dict)
     slots: dict[int, str] = field(default_factory=dict)  # slot -> channel address
+    nodes: dict[int, str] = field(default_factory=dict)  # slot -> node (``home_of``)
+    homes: dict[int, str] = field(default_factory=dict)  # partition -> node holding its files
     seen: dict[int, float] = field(default_factory=dict)  # slot -> last renewal
     pins: dict[int, int] = field(default_factory=dict)  # partition -> slot, set by reassign
+    # Slots the cluster starts: partitions never created wait (at most START_GRACE TTLs after
+    # the first registration) until they have all registered, so they spread over every node
+    # rather than all landing, for good, on the node whose slot registered first.
+    expected: int = 1
+    first_seen: float | None = None
     on_epoch: Callable[[int, int], None] = lambda partition, epoch: None
+    on_home: Callable[[int, str], None] = lambda partition, node: None
 
-    def register(self, slot: int, address: str) -> dict[int, int]:
-        """A (re)started slot: drop its old leases, then grant what it wins."""
+    def register(self, slot: int, address: str, node: str) -> dict[int, tuple[int, str]]:
+        """A (re)started slot on ``node``: drop its old leases, then grant what it wins."""
         for partition, lease in list(self.leases.items()):
             if lease.slot == slot:
                 del self.leases[partition]
         self.slots[slot] = address
+        self.nodes[slot] = node  # Ray may restart a slot on another node
         self.seen[slot] = self.now()
+        if self.first_seen is None:
+            self.first_seen = self.seen[slot]
         return self.renew(slot)
 
-    def renew(self, slot: int) -> dict[int, int]:
-        """Extend ``slot``'s leases and grant it free partitions it wins; its grants now."""
+    def renew(self, slot: int) -> dict[int, tuple[int, str]]:
+        """Extend ``slot``'s leases and grant it free partitions it wins; its grants now, as
+        partition -> (epoch, home)."""
         if slot not in self.slots:
             raise LookupError(f"slot {slot} is not registered")
         now = self.now()
@@ -81,7 +136,7 @@ class Directory:
         grants = {}
         for partition in range(self.partitions):
             lease = self.leases.get(partition)
-            winner = self._winner(partition, live)
+            winner = self._winner(partition, live, now)
             if lease is not None and lease.slot == slot:
                 if winner != slot:
                     continue  # another live slot wins it now: let this lease lapse (rebalance)
@@ -90,10 +145,13 @@ class Directory:
                 lease = self._grant(partition, slot, now)
             else:
                 continue
-            grants[partition] = lease.epoch
+            grants[partition] = (lease.epoch, self.homes[partition])
         return grants
 
     def _grant(self, partition: int, slot: int, now: float) -> Lease:
+        if partition not in self.homes:  # never created anywhere: it starts on this node
+            self.homes[partition] = self.nodes[slot]
+            self.on_home(partition, self.nodes[slot])
         epoch = self.epochs.get(partition, 0) + 1
         self.epochs[partition] = epoch
         self.on_epoch(partition, epoch)
@@ -101,9 +159,21 @@ class Directory:
         self.leases[partition] = lease
         return lease
 
-    def _winner(self, partition: int, live: list[int]) -> int:
+    def _winner(self, partition: int, live: list[int], now: float) -> int | None:
+        """The live slot that should hold ``partition``: one on its home node, if it has one."""
+        home = self.homes.get(partition)
+        if home is None:
+            able = live if self._all_started(now) else []
+        else:
+            able = [s for s in live if self.nodes[s] == home]
+        if not able:
+            return None  # its home node has no live slot (or we wait for the slots to start)
         pinned = self.pins.get(partition)
-        return pinned if pinned in live else rendezvous(partition, live)
+        return pinned if pinned in able else rendezvous(partition, able)
+
+    def _all_started(self, now: float) -> bool:
+        assert self.first_seen is not None
+        return len(self.slots) >= self.expected or now - self.first_seen > START_GRACE * self.ttl
 
     def _live_slots(self, now: float) -> list[int]:
         return [s for s, t in self.seen.items() if now - t <= self.ttl] or list(self.slots)
@@ -121,8 +191,19 @@ class Directory:
             lease.expires = self.now() - 1.0
 
     def reassign(self, partition: int, slot: int) -> None:
-        """Move a partition to ``slot`` (operators draining a host, fencing tests): its lease
-        lapses now and, while ``slot`` is live, placement names it the winner."""
+        """Move a partition to ``slot`` on its home node (operators draining a host, fencing
+        tests): its lease lapses now and, while ``slot`` is live, placement names it the winner.
+
+        A slot on another node would open an empty partition there: refused (``ValueError``).
+        A planned move will first copy the files, verify them and only then change the home."""
+        home, node = self.homes.get(partition), self.nodes.get(slot)
+        if node is None:
+            raise ValueError(f"slot {slot} is not registered")
+        if home is not None and node != home:
+            raise ValueError(
+                f"partition {partition} lives on node {home}, slot {slot} is on node {node}: "
+                "moving a partition to another node needs a copy of its files, not supported yet"
+            )
         self.pins[partition] = slot
         self.expire(partition)
 
@@ -135,8 +216,15 @@ class Directory:
             if lease.expires >= now
         }
 
+    def unplaceable(self) -> list[int]:
+        """Partitions that no live slot may hold (their home node has none): unavailable."""
+        live = {self.nodes[s] for s in self._live_slots(self.now())}
+        return [p for p, home in sorted(self.homes.items()) if home not in live]
+
     def complete(self) -> bool:
-        return len(self.table()) == self.partitions
+        """Every partition that can be placed holds a valid lease (a node that is down does not
+        keep the others' slots from starting)."""
+        return set(self.table()) | set(self.unplaceable()) == set(range(self.partitions))
 
 
 def directory_actor_class() -> Any:
@@ -148,24 +236,32 @@ def directory_actor_class() -> Any:
 
     @remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
     class DirectoryActor:
-        """The cluster's directory; epochs persist in the GCS KV store under ``kv_prefix``."""
+        """The cluster's directory; epochs and homes persist in the GCS KV store."""
 
         def __init__(self, partitions: int, info: dict[str, Any], ttl: float = LEASE_TTL):
             self.info = info
-            self.prefix = f"durable/{info['cluster']}/epochs".encode()
-            saved = internal_kv._internal_kv_get(self.prefix)
-            epochs = {int(k): v for k, v in json.loads(saved).items()} if saved else {}
-            self.directory = Directory(partitions, ttl, epochs=epochs, on_epoch=self._persist)
+            self.keys = {name: f"durable/{info['cluster']}/{name}".encode() for name in STATE}
+            epochs, homes = (self._load(name) for name in STATE)
+            self.directory = Directory(
+                partitions, ttl, epochs=epochs, homes=homes, expected=info["slots"],
+                on_epoch=lambda p, e: self._persist("epochs"),
+                on_home=lambda p, n: self._persist("homes"),
+            )  # fmt: skip
 
-        def _persist(self, partition: int, epoch: int) -> None:
-            # Written before the grant is returned: epochs never go back after a restart.
-            data = json.dumps(self.directory.epochs).encode()
-            internal_kv._internal_kv_put(self.prefix, data, overwrite=True)
+        def _load(self, name: str) -> dict[int, Any]:
+            saved = internal_kv._internal_kv_get(self.keys[name])
+            return {int(k): v for k, v in json.loads(saved).items()} if saved else {}
 
-        def register(self, slot: int, address: str) -> dict[int, int]:
-            return self.directory.register(slot, address)
+        def _persist(self, name: str) -> None:
+            # Written before the grant is returned: epochs never go back and homes are never
+            # forgotten after a restart.
+            data = json.dumps(getattr(self.directory, name)).encode()
+            internal_kv._internal_kv_put(self.keys[name], data, overwrite=True)
 
-        def renew(self, slot: int) -> dict[int, int] | None:
+        def register(self, slot: int, address: str, node: str) -> dict[int, tuple[int, str]]:
+            return self.directory.register(slot, address, node)
+
+        def renew(self, slot: int) -> dict[int, tuple[int, str]] | None:
             try:
                 return self.directory.renew(slot)
             except LookupError:
@@ -188,6 +284,7 @@ def directory_actor_class() -> Any:
                 **self.info,
                 "complete": self.directory.complete(),
                 "slots": len(self.directory.slots),
+                "unplaceable": self.directory.unplaceable(),
             }
 
     return DirectoryActor

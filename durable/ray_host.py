@@ -9,9 +9,15 @@ Guarantees:
 - The slot starts itself from ``__init__`` (Ray runs an async actor's ``__init__`` on the
   actor's running loop), so a slot restarted by Ray after a crash re-registers, reopens its
   partitions and serves again with nobody asking it to.
+- Its channel listens on a Unix socket and on TCP at the node's Ray IP (ephemeral port; TLS with
+  ``tls_cert``/``tls_key``) and registers one address carrying both and its Ray node id
+  (``channel.Endpoint``).
 - It serves a partition only while it holds the partition's lease and its ``flock``: calls for
   any other (partition, epoch) are answered ``not_owner`` without running anything. When its lease
   lapses (no successful renewal for ``lease_ttl``) it stops serving every partition.
+- It never opens a partition whose grant names another node as its home (the data dir's
+  ``home-id``, see ``durable.directory``): it logs an error and leaves it unserved, so an empty copy
+  of a partition whose files are on another node is never served.
 - The HTTP port is bound (``SO_REUSEPORT``, so several slots of one node share it) only once every
   partition of the cluster has an owner; ``/healthz`` then answers 200.
 - ``stop()`` stops HTTP, commits, closes every database and releases every lock.
@@ -38,16 +44,18 @@ from typing import Any
 
 from durable.channel import (
     ChannelServer,
+    Endpoint,
     Frame,
     NotOwner,
     request_from,
     response_frames,
+    server_tls,
 )
 from durable.clock import SystemClock
 from durable.cluster import DIRECTORY, RAY_NAMESPACE, ClusterConfig
 from durable.cron import CronScheduler
 from durable.dedicated import dedicated_for
-from durable.directory import directory_actor_class
+from durable.directory import directory_actor_class, home_of
 from durable.env import Env, start_host
 from durable.errors import DataDirInUse
 from durable.gateway import Health, build_app
@@ -77,6 +85,7 @@ class HostSlot:
         self._renewer: asyncio.Task[None] | None = None
         self.crons: CronScheduler | None = None
         self._lease_until = 0.0  # monotonic time our leases end, as we must assume
+        self.node = home_of(Path(config.data_dir))  # the node our partitions' files are on
 
     async def start(self) -> None:
         cfg = self.config
@@ -85,7 +94,7 @@ class HostSlot:
         def transport(host: Host) -> ClusterTransport:
             self.transport = ClusterTransport(
                 self.directory, cfg.token, cfg.partitions, LocalOwner(host, self.owned),
-                dedicated_for(worker, cfg), cfg.lease_ttl,
+                dedicated_for(worker, cfg), cfg.lease_ttl, cfg.channel, cfg.tls_cert,
             )  # fmt: skip
             return self.transport
 
@@ -96,9 +105,9 @@ class HostSlot:
         )  # fmt: skip
         self.server = ChannelServer(cfg.token, self._handle)
         cfg.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        address = await self.server.start_unix(cfg.runtime_dir / f"host-{self.slot}.sock")
+        address = await self._listen()
         asked_at = time.monotonic()
-        self._apply(await self.directory.register.remote(self.slot, address), asked_at)
+        self._apply(await self.directory.register.remote(self.slot, address, self.node), asked_at)
         self._renewer = asyncio.ensure_future(self._renew_forever(address))
         await self._wait_complete()
         if self.slot == 0:  # one process fires the crons: slot 0 (restarted with it by Ray)
@@ -106,15 +115,31 @@ class HostSlot:
             self.crons.start()
         await self._serve_http(worker, env)
 
+    async def _listen(self) -> str:
+        """Listen on the Unix socket and on TCP at the node's IP (ephemeral port, TLS when
+        configured); the one address registered carries both and this node's id."""
+        import ray
+
+        assert self.server is not None
+        cfg = self.config
+        unix = await self.server.start_unix(cfg.runtime_dir / f"host-{self.slot}.sock")
+        tls = server_tls(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert else None
+        ip = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        tcp = await self.server.start_tcp(ip, 0, tls)
+        node = ray.get_runtime_context().get_node_id()
+        return str(Endpoint(node, unix.removeprefix("unix:"), tcp.removeprefix("tcp:")))
+
     # -- leases ---------------------------------------------------------------------------------
-    def _apply(self, grants: dict[int, int], asked_at: float) -> None:
-        """Serve exactly ``grants``; the leases run from when they were asked for (``asked_at``)."""
+    def _apply(self, grants: dict[int, tuple[int, str]], asked_at: float) -> None:
+        """Serve exactly ``grants`` (partition -> (epoch, home)) except partitions whose files
+        live on another node; the leases run from when they were asked for (``asked_at``)."""
         assert self.host is not None
+        grants = {p: grant for p, grant in grants.items() if self._at_home(p, grant[1])}
         for partition in [p for p in self.owned if p not in grants]:
             del self.owned[partition]
             self.host.remove_partition(partition)
             self.directory.release.remote(self.slot, [partition])
-        for partition, epoch in grants.items():
+        for partition, (epoch, _) in grants.items():
             try:
                 self.host.add_partition(partition)
             except DataDirInUse:
@@ -128,6 +153,14 @@ class HostSlot:
         # margin, makes our view of the lease end first.
         self._lease_until = asked_at + self.config.lease_ttl * LEASE_MARGIN
 
+    def _at_home(self, partition: int, home: str) -> bool:
+        """Opening a partition that lives elsewhere would serve an empty copy of it: refuse."""
+        if home == self.node:
+            return True
+        log.error("partition %d lives on node %s, not on this one (%s): refused",
+                  partition, home, self.node)  # fmt: skip
+        return False
+
     async def _renew_forever(self, address: str) -> None:
         period = self.config.lease_ttl / 3
         while True:
@@ -136,7 +169,7 @@ class HostSlot:
             try:
                 grants = await self.directory.renew.remote(self.slot)
                 if grants is None:  # the directory restarted and forgot us
-                    grants = await self.directory.register.remote(self.slot, address)
+                    grants = await self.directory.register.remote(self.slot, address, self.node)
                 self._apply(grants, asked_at)
             except Exception:
                 log.warning("lease renewal failed", exc_info=True)
@@ -252,8 +285,12 @@ class Cluster:
         )
         host_cls = host_actor_class()
         self.hosts = [
+            # SPREAD: one gateway and a share of the partitions on as many nodes as there are
             host_cls.options(
-                name=f"durable-host-{slot}", namespace=RAY_NAMESPACE, get_if_exists=True
+                name=f"durable-host-{slot}",
+                namespace=RAY_NAMESPACE,
+                get_if_exists=True,
+                scheduling_strategy="SPREAD",
             ).remote(slot, self.config)
             for slot in range(self.config.slots)
         ]

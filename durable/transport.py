@@ -7,6 +7,8 @@ Guarantees:
   through the directory and resends (bounded); a call in flight when a connection drops fails
   with ``ConnectionLost`` and is never resent. Calls for partitions owned by this very process
   are direct calls into its Host (no socket, no msgpack).
+- A host on this process's Ray node is dialled on its Unix socket, others over TCP (TLS when the
+  cluster has ``tls_cert``); ``channel="tcp"`` forces TCP everywhere (``Endpoint.dial``).
 - One channel connection per host per process; concurrent callers that find no owner share one
   read of the directory's table.
 
@@ -19,6 +21,7 @@ On failure: no reachable owner within 1.5 lease TTLs → ``Unavailable`` (retrya
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,10 +32,12 @@ from starlette.requests import Request
 from durable import messages
 from durable.channel import (
     ChannelClient,
+    Endpoint,
     Frame,
     NotOwner,
     NotSent,
     answer,
+    client_tls,
     fetch_head,
     response_from,
 )
@@ -66,6 +71,8 @@ class ClusterTransport:
         local: LocalOwner | None = None,
         dedicated: Dedicated | None = None,
         lease_ttl: float = LEASE_TTL,
+        channel: str = "auto",
+        tls_cert: str = "",
     ) -> None:
         self._directory = directory
         self._token = token
@@ -75,6 +82,9 @@ class ClusterTransport:
         self._table: dict[int, tuple[int, str]] = {}
         self._clients: dict[str, ChannelClient] = {}
         self._refreshing: asyncio.Future[None] | None = None
+        self._node = this_node()
+        self._channel = channel
+        self._tls: ssl.SSLContext | None = client_tls(tls_cert) if tls_cert else None
         # How long a call waits for a partition to get a reachable owner: a restart or a
         # move takes about one lease TTL.
         self._patience = 1.5 * lease_ttl
@@ -144,9 +154,12 @@ class ClusterTransport:
             delay = min(delay * 2, 0.5)
 
     def _client(self, address: str) -> ChannelClient:
+        """The connection to a host by its registered address (``Endpoint``), made once."""
         client = self._clients.get(address)
         if client is None:
-            client = self._clients[address] = ChannelClient(address, self._token)
+            dial = Endpoint.parse(address).dial(self._node, self._channel)
+            client = ChannelClient(dial, self._token, tls=self._tls)
+            self._clients[address] = client
         return client
 
     async def _refresh(self) -> None:
@@ -165,3 +178,10 @@ class ClusterTransport:
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._clients.values()))
         self._clients.clear()
+
+
+def this_node() -> str:
+    """This process's Ray node id ("" outside Ray: every host is then dialled over TCP)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""

@@ -83,9 +83,9 @@ class RunningCluster:
     async def settled(self) -> list[dict[int, int]]:
         """Wait until placement is stable: every slot serves the partitions it wins.
 
-        ``wait_ready`` returns once every partition has *an* owner: the first slot to register
-        takes them all; at its next renewal it drops those another live slot wins, which that
-        slot takes at its own next renewal (a rebalance, within two renewal periods).
+        ``wait_ready`` returns once every partition has *an* owner; a new partition waits for
+        every slot of the cluster (or ``directory.START_GRACE``) before it gets its home, and
+        slots take what they win at their next renewal (within two renewal periods).
         """
 
         async def balanced() -> list[dict[int, int]] | None:

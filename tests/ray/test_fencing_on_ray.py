@@ -25,7 +25,7 @@ import pytest
 
 import durable
 from durable import values
-from durable.channel import ChannelClient, Frame
+from durable.channel import ChannelClient, Endpoint, Frame
 from tests.ray.apps import worker
 from tests.ray.harness import (
     AFTER,
@@ -58,7 +58,7 @@ def name_in(env: Any, partition: int) -> str:
 async def raw_increment(address: str, token: str, env: Any, name: str, p: int, epoch: int) -> Any:
     """Send one CALL ``increment`` at (partition, epoch); the host's answer frame."""
     oid = env.TALLY.id_from_name(name)
-    client = ChannelClient(address, token)
+    client = ChannelClient(Endpoint.parse(address).dial(""), token)
     try:
         frame = [Frame.CALL, p, epoch, oid.namespace, oid.raw, oid.name, "increment"]
         return await asyncio.wait_for(client.request([*frame, values.encode([[], {}])]), 10)
@@ -133,7 +133,7 @@ async def test_a_paused_slot_whose_lease_lapsed_refuses_calls_when_it_wakes(
         name = name_in(env, p)
         stub = env.TALLY.get_by_name(name)
         oid = env.TALLY.id_from_name(name)
-        reader, writer = await asyncio.open_unix_connection(old_address.removeprefix("unix:"))
+        reader, writer = await asyncio.open_unix_connection(Endpoint.parse(old_address).unix)
         frames = msgpack.Unpacker(raw=False)
 
         def increment(rid: int) -> bytes:

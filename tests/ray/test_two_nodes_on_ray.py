@@ -7,30 +7,18 @@ tests read the JSON it prints.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
-from tests.ray.harness import ROOT
+from tests.ray.simulated import run_scenario
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("two-nodes")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.ray.two_nodes", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=200,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-4000:]
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_scenario("tests.ray.two_nodes", tmp_path_factory.mktemp("two-nodes"))
 
 
 def test_one_gateway_serves_objects_of_both_nodes(run: dict[str, Any]) -> None:
@@ -46,21 +34,27 @@ def test_one_gateway_serves_objects_of_both_nodes(run: dict[str, Any]) -> None:
 def test_each_node_runs_the_partitions_of_its_slot(run: dict[str, Any]) -> None:
     node_of_slot = [run["node_ids"]["node-a"], run["node_ids"]["node-b"]]
     for reply, partition in zip(run["rpc"], run["partitions"], strict=True):
-        slot = next(s for s, owned in enumerate(run["owned"]) if str(partition) in owned)
+        slot = next(s for s, owned in enumerate(run["owned"]) if partition in owned)
         assert reply["node"] == node_of_slot[slot]
     for slot, node in enumerate(("node-a", "node-b")):
-        assert {int(p) for p in run["owned"][slot]} <= set(run["folders"][node])
+        assert run["owned"][slot] == run["folders"][node]  # no partition opened on the wrong disk
+
+
+def test_every_acknowledged_write_reads_back(run: dict[str, Any]) -> None:
+    assert run["written"] == run["read_back"]
+    assert set(run["written"].values()) == {1}
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a rebalance moves a partition to another node's slot without its data: the new "
-    "owner opens an empty database in its own data dir (DESIGN §8's copy is not implemented)",
+    reason="a planned move of a partition to another node needs DESIGN §8's copy of its files, "
+    "not built yet: the directory refuses the move (else the new owner would open an empty "
+    "database in its own data dir)",
 )
 def test_a_partition_moved_to_the_other_node_keeps_its_acknowledged_writes(
     run: dict[str, Any],
 ) -> None:
-    first, settled = run["owned_at_ready"], run["owned"]
-    assert any(set(first[s]) != set(settled[s]) for s in (0, 1))  # partitions did change nodes
-    lost = {n: v for n, v in run["after_rebalance"].items() if v < run["before_rebalance"][n]}
-    assert lost == {}
+    assert run["move_error"] is None, run["move_error"]
+    assert run["after_move"] and all(
+        run["after_move"][name] == run["written"][name] for name in run["after_move"]
+    )

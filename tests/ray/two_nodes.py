@@ -1,137 +1,90 @@
 """A durable cluster on a simulated two-node Ray cluster; run by ``test_two_nodes_on_ray.py``.
 
-``python -m tests.ray.two_nodes OUT_DIR`` starts ``ray.cluster_utils.Cluster`` (a head node with
-the custom resource ``node-a`` and a second node with ``node-b``; one Ray per process, so this
-cannot share the test session's Ray), then one host slot per node, each on its own data directory
-(``OUT_DIR/node-a``, ``OUT_DIR/node-b``) and its own HTTP port, and the directory on the head node.
-``Cluster.start`` cannot do that placement (it names no node and has one data dir for every slot),
-so the actors are created here with the same classes and arguments it uses.
+``python -m tests.ray.two_nodes OUT_DIR`` starts two simulated Ray nodes, ``node-a`` and
+``node-b``, with one host slot each (``tests/ray/simulated.py``).
 
-It starts node A's slot alone and increments objects of every partition while it owns them all,
-then starts node B's slot,
-waits for the rebalance (each slot serving the partitions it wins), reads them again, then sends
-HTTP requests to node A's gateway only and calls objects through ``connect(address="auto")``, and
-prints one JSON line: the values before and after the rebalance, the Ray node each call ran on,
-each slot's partitions, and the partition folders of each data dir.
+It starts both slots, waits until each serves the partitions it won (a partition lives on the
+node that first served it: its home), increments objects of every partition, reads them again,
+sends HTTP requests to node A's gateway only and calls objects through
+``connect(address="auto")``; then it asks the directory to move one of node A's partitions to node
+B's slot (a planned move: DESIGN §8's copy) and reads that partition's objects where they are
+served afterwards. It prints one JSON line: the values written, read back and after the move, the
+Ray node each call ran on, each slot's partitions, the partition folders of each data dir, and
+the move's error if the directory refused it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
-import ray
-from ray.cluster_utils import Cluster as RayCluster
 
 import durable
-from durable.cluster import DIRECTORY, RAY_NAMESPACE
-from durable.directory import directory_actor_class
-from durable.ray_host import host_actor_class
 from tests.ray.apps import worker
-from tests.ray.harness import PYTHONPATH, free_port, make_config, wait_until
+from tests.ray.harness import wait_until
+from tests.ray.simulated import RayNodes, Slots, main
 
 NODES = ("node-a", "node-b")
 PARTITIONS = 8
 
 
-async def serve_and_call(out: Path) -> dict[str, Any]:
-    base = make_config(out / NODES[0], slots=2, partitions=PARTITIONS)
-    configs = [
-        dataclasses.replace(base, data_dir=str((out / node).resolve()), http_port=free_port())
-        for node in NODES
-    ]
-    directory = (
-        directory_actor_class()
-        .options(name=DIRECTORY, namespace=RAY_NAMESPACE, resources={NODES[0]: 0.01})
-        .remote(PARTITIONS, base.info(), base.lease_ttl)
-    )
-
-    def start(slot: int) -> Any:
-        node = NODES[slot]
-        return (
-            host_actor_class()
-            .options(name=f"durable-host-{slot}", namespace=RAY_NAMESPACE, resources={node: 0.01})
-            .remote(slot, configs[slot])
-        )
-
-    # Node A's slot starts alone and owns every partition while the objects are written; node
-    # B's slot starts only then, so the partitions it wins move after the writes, every run
-    # (started together, both could own their partitions before the first write).
-    hosts = [start(0)]
+async def serve_and_call(nodes: RayNodes, out: Path) -> dict[str, Any]:
+    # Both slots start together: a new partition waits for every slot of the cluster before
+    # it gets a home, so the partitions spread over both nodes.
+    slots = Slots(out, NODES, PARTITIONS)
     names = [f"o{i}" for i in range(4 * PARTITIONS)]
     try:
-        await asyncio.wait_for(hosts[0].ready.remote(), 60)
-        async with durable.connect(worker, address="auto") as env:
-            before = {name: (await env.TALLY.get_by_name(name).increment())["n"] for name in names}
-        first = [(await hosts[0].ready.remote())["owned"], []]
-        hosts.append(start(1))
-        await asyncio.wait_for(hosts[1].ready.remote(), 60)
+        await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in slots.hosts)), 60)
 
-        async def balanced() -> list[dict[str, int]] | None:
-            owned = [(await h.ready.remote())["owned"] for h in hosts]
-            served = sorted(int(p) for slot in owned for p in slot)
+        async def balanced() -> list[list[int]] | None:
+            owned = await slots.owned()
+            served = sorted(p for slot in owned for p in slot)
             return owned if all(owned) and served == list(range(PARTITIONS)) else None
 
         owned = await wait_until(balanced, 30, "both slots to serve partitions")
         async with durable.connect(worker, address="auto") as env:
+            written = {name: (await env.TALLY.get_by_name(name).increment())["n"] for name in names}
             after = {name: await env.TALLY.get_by_name(name).value() for name in names}
-            async with httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{configs[0].http_port}"
-            ) as http:
+            async with httpx.AsyncClient(base_url=slots.url(0)) as http:
                 replies = [(await http.get(f"/tally/{name}")) for name in names]
             rpc = [await env.TALLY.get_by_name(name).increment() for name in names]
             partitions = [env.TALLY.id_from_name(name).partition(PARTITIONS) for name in names]
-        node_ids = {
-            node: next(n["NodeID"] for n in ray.nodes() if node in n["Resources"]) for node in NODES
-        }
+            moved, move_error = await move_one(slots, owned, env, names, partitions)
         return {
-            "node_ids": node_ids,
-            "owned_at_ready": first,
+            "node_ids": {node: nodes.node_id(node) for node in NODES},
             "owned": owned,
-            "before_rebalance": before,
-            "after_rebalance": after,
+            "written": written,
+            "read_back": after,
+            "after_move": moved,
+            "move_error": move_error,
             "http": [[r.status_code, r.json()] for r in replies],
             "rpc": rpc,
             "partitions": partitions,
-            "folders": {
-                node: sorted(int(p.name) for p in (out / node / "partitions").iterdir())
-                for node in NODES
-            },
+            "folders": slots.folders(),
         }
     finally:
-        await asyncio.gather(*(h.stop.remote() for h in hosts), return_exceptions=True)
-        for actor in [*hosts, directory]:
-            ray.kill(actor, no_restart=True)
-        for config in configs:
-            shutil.rmtree(config.runtime_dir, ignore_errors=True)
+        await slots.stop()
 
 
-def main(out: Path) -> None:
-    cluster = RayCluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "resources": {NODES[0]: 1}, "include_dashboard": False},
-    )
+async def move_one(
+    slots: Slots, owned: list[list[int]], env: Any, names: list[str], partitions: list[int]
+) -> tuple[dict[str, int], str | None]:
+    """Move one of node A's partitions to node B's slot; its objects' values read after it."""
+    moving = owned[0][0]
     try:
-        cluster.add_node(num_cpus=1, resources={NODES[1]: 1})
-        cluster.wait_for_nodes()
-        ray.init(
-            address=cluster.address,
-            namespace=RAY_NAMESPACE,
-            log_to_driver=False,
-            runtime_env={"env_vars": {"PYTHONPATH": PYTHONPATH, "RAY_worker_niceness": "0"}},
-        )
-        result = asyncio.run(serve_and_call(out))
-        print(json.dumps(result), flush=True)
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+        await slots.directory.reassign.remote(moving, 1)
+    except Exception as error:  # refused: no planned move copies a partition across nodes yet
+        return {}, repr(error)
+
+    async def moved() -> bool:
+        return moving in (await slots.owned())[1]
+
+    await wait_until(moved, 30, f"partition {moving} to move to node B")
+    on_it = [n for n, p in zip(names, partitions, strict=True) if p == moving]
+    return {name: await env.TALLY.get_by_name(name).value() for name in on_it}, None
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(serve_and_call, NODES)
