@@ -129,6 +129,9 @@ async def test_the_page_does_not_poll_while_its_socket_is_open(tmp_path: Path, d
 async def test_polling_starts_only_after_five_seconds_without_a_socket(tmp_path: Path) -> None:
     async with game_server(tmp_path) as server, browser_page(server, fake_clock=True) as page:
         await page.route_web_socket("**/ws/**", lambda ws: ws.close())  # sockets never stay up
+        # An installed clock still follows the real one until paused: a loaded machine could
+        # otherwise let real seconds pass between the socket's loss and the ``run_for`` below.
+        await page.clock.pause_at(await page.evaluate("Date.now()") + 1)
         await page.fill("#name", "ann")
         await page.click("#join-form button")
         await page.wait_for_function("window.game?.connection?.downSince != null")
