@@ -15,8 +15,14 @@ Guarantees:
   ``push``; consecutive sends of one payload are one ``("send", [sid, ...], data)`` op.
 - Reads (``peek``, ``listing``) never create an entry: objects that only ask leave nothing.
 
+- A partition leaving the host (``close_partition``: moved, or its lease lapsed) closes every
+  socket of its objects with 1012 (service restart; clients reconnect to the new owner), pushed
+  to their holders before the partition closes, and deletes their rows; a partition granted to a
+  host (``opened``) starts without sockets: rows found in it are of holders that closed them
+  (``relay.py``). Auto-responses are object state: they stay in the database and move with it.
+
 Does not guarantee: rows changed in the loop turn in which the host closes may not be written
-(a holder re-announcing, or ``attach(exclusive=True)``, reconciles them).
+(a holder re-announcing, ``attach(exclusive=True)`` or ``opened`` reconciles them).
 
 On failure: a push to a holder that is not attached is dropped (logged at debug); a failing sink
 is logged and the other holders still get theirs; a failed row write is logged.
@@ -259,6 +265,33 @@ class SocketRegistry:
             self._forget_if_empty(group)
         if persist:
             self.changed(record)
+
+    # -- partitions coming and going (cluster hosts; relay.py) ----------------------------------
+    def opened(self, index: int) -> None:
+        """A partition was granted to this host: its stored sockets are stale (their holders
+        closed them when it left its previous host, or lost that host), so drop them."""
+        partition = self.host.partitions[index]
+        dropped = partition.drop_sockets_except("")  # no holder is named "": every row
+        if dropped:
+            log.info("partition %d: dropped %d stale WebSocket rows", index, dropped)
+
+    def close_partition(self, index: int, code: int = 1012, reason: str = "moved") -> None:
+        """The partition leaves this host: close its objects' sockets (clients reconnect to the
+        new owner), forget them here and delete their rows while the partition is still open."""
+        count = self.host.partition_count
+        records = [r for r in self.by_sid.values() if r.oid.partition(count) == index]
+        by_holder: dict[str, list[Op]] = {}
+        for record in records:
+            by_holder.setdefault(record.holder, []).append(("close", record.sid, code, reason))
+            self.forget(record, persist=False)
+        for holder, ops in by_holder.items():
+            self.push(holder, ops)
+        for oid in [oid for oid in self.objects if oid.partition(count) == index]:
+            del self.objects[oid]  # auto-responses are read again if the partition comes back
+        self._loaded.discard(index)
+        partition = self.host.partitions.get(index)
+        if records and partition is not None and not partition.closed:
+            partition.save_sockets([], [r.sid for r in records], [])
 
     # -- persistence: one write per partition per loop turn -------------------------------------
     def changed(self, record: SocketRecord) -> None:

@@ -1,0 +1,201 @@
+"""Hibernatable WebSockets across host slots: any slot's gateway holds clients of any object.
+
+In one process the gateway's ``ClientSockets`` is attached straight to the ``Host``
+(``sockets.py``). On a cluster of several slots the object may live in another slot, so the two
+interfaces of ``sockets.py`` ride the channel (``channel.py``'s frames)::
+
+    gateway (SocketRelay)                              host slot owning the object (HolderLinks)
+      ATTACH holder     once per connection, first  ->  attach(holder, LinkSink(connection))
+      SOCKET event      message / closed / error /  ->  Host.socket_* (run_event), REPLY nil
+                        auto, routed like a call
+      DROPPED sid       to every open connection    ->  Host.socket_dropped
+      on_push(ops)    <-  PUSH ops                      registry.push(holder, ops)
+
+Objects of partitions this slot owns are reached in process, as with one slot.
+
+Guarantees:
+- Everything ``sockets.py`` guarantees per object holds across slots: a frame leaves the host only
+  after the commit of the writes before it (the outbox is the host's), frames of one object reach
+  one gateway in the order the object queued them (one connection per gateway and host, written
+  in order), and a broadcast to N sockets held by one gateway is one op in one PUSH frame.
+- A message's SOCKET call returns after the pushes its handler caused were written to the
+  gateway (the host drains the object's outbox before replying, on the same connection).
+- A socket's life is bounded by three things, and the end of any of them closes the client
+  with 1012 (service restart) so it reconnects, as workerd does on a restart:
+  the holder's channel connection to the host (the host detaches the holder and forgets its
+  sockets; the gateway closes the clients of every partition the table gave that host), the
+  host's ownership of the partition (``SocketRegistry.close_partition``: a move or a lapsed lease
+  closes its sockets and deletes their rows), and the gateway (it closes its clients on stop).
+- Sockets never outlive a host incarnation or a move: a host that opens a partition drops the
+  socket rows it finds there (``SocketRegistry.opened``), since their holders closed them.
+
+Does not guarantee: order between different gateways (each has its own connection), or between
+a client's messages sent through two gateways; delivery of frames queued in the instant a
+partition moves (the clients get 1012 instead). On connection loss the sockets to close are
+chosen by the directory table the gateway last read: a socket of a partition the table had
+already moved elsewhere stays open, and its next message gets 1011 (not registered). An object
+reached only through another object (a nested ``fetch`` of the upgrade) must be on a host this
+gateway has a connection to, or its pushes are dropped.
+
+On failure: an event that finds no owner within the channel's patience raises ``Unavailable``
+to the gateway (the socket stays open, as for any handler error); an event for a socket the
+host forgot raises ``RpcError`` and the gateway closes it with 1011.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from durable.channel import ChannelClient, Frame
+from durable.errors import InvalidArgument
+from durable.fanout import ClientSockets
+from durable.ids import ObjectId
+from durable.sockets import Op, SocketSink
+
+if TYPE_CHECKING:
+    from durable.host import Host
+    from durable.transport import ClusterTransport
+
+log = logging.getLogger("durable.relay")
+RESTART = 1012  # "service restart": the client should reconnect
+LOST_HOST = "the host of this object went away; reconnect"
+
+
+async def run_event(host: Host, oid: ObjectId, event: str, args: list[Any]) -> None:
+    """One held socket's event (a SOCKET frame's ``event`` and ``args``) on ``host``."""
+    if event == "message":
+        await host.socket_message(oid, args[0], args[1])
+    elif event == "closed":
+        await host.socket_closed(oid, args[0], args[1], args[2], args[3])
+    elif event == "error":
+        await host.socket_error(oid, args[0], args[1])
+    elif event == "auto":
+        host.socket_auto_responded(oid, args[0])
+    else:
+        raise InvalidArgument(f"unknown WebSocket event {event!r}")
+
+
+async def socket_reply(host: Host, frame: list[Any]) -> list[list[Any]]:
+    """The host's answer to a SOCKET frame whose partition it owns: REPLY nil once done."""
+    _, rid, _, _, ns, raw, name, event, args = frame
+    await run_event(host, ObjectId(bytes(raw), ns, name), event, args)
+    return [[Frame.REPLY, rid, None]]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSink:
+    """A holder's channel connection, as the host's ``SocketSink``: one PUSH frame per push."""
+
+    send: Callable[[list[Any]], None]
+
+    def push(self, ops: list[Op]) -> None:
+        self.send(ops)
+
+
+class HolderLinks:
+    """The host side (``channel.Holders``): gateways attached on this host's connections."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def attach(self, holder: str, push: Callable[[list[Any]], None]) -> Callable[[], None]:
+        current = self.host.sockets.sinks.get(holder)
+        if current is not None and not isinstance(current, LinkSink):
+            return _stay  # this slot's own gateway calling itself: it keeps its direct sink
+        sink = LinkSink(push)
+        self.host.attach_sockets(holder, sink)
+
+        def detach() -> None:  # only if the holder did not attach again on another connection
+            if self.host.sockets.sinks.get(holder) is sink:
+                self.host.detach_sockets(holder)
+
+        return detach
+
+    def dropped(self, sid: str) -> None:
+        self.host.socket_dropped(sid)
+
+
+def _stay() -> None:
+    """The undo of an attach that changed nothing."""
+
+
+class SocketRelay:
+    """The gateway's ``SocketHost`` on a slot of a cluster: events go to the object's owner (this
+    slot's Host, or another slot over the channel); every host pushes back to the one sink."""
+
+    def __init__(self, host: Host, transport: ClusterTransport) -> None:
+        self.local = host
+        self.transport = transport
+        self.clients: ClientSockets | None = None
+        self.closed_by_loss = 0  # clients closed because their host's connection ended
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def attach_sockets(self, holder: str, sink: SocketSink, *, exclusive: bool = False) -> None:
+        self.local.attach_sockets(holder, sink, exclusive=exclusive)
+        self.clients = sink if isinstance(sink, ClientSockets) else None
+        self.transport.hold_sockets(holder, sink.push, self._lost)
+
+    def detach_sockets(self, holder: str) -> None:
+        """Detach from this slot's Host; other hosts detach as the slot's connections close."""
+        self.local.detach_sockets(holder)
+
+    async def socket_message(self, oid: ObjectId, sid: str, data: str | bytes) -> None:
+        await self._event(oid, "message", [sid, data])
+
+    async def socket_closed(
+        self, oid: ObjectId, sid: str, code: int, reason: str, was_clean: bool
+    ) -> None:
+        await self._event(oid, "closed", [sid, code, reason, was_clean])
+
+    async def socket_error(self, oid: ObjectId, sid: str, message: str) -> None:
+        await self._event(oid, "error", [sid, message])
+
+    def socket_dropped(self, sid: str) -> None:
+        """Which host accepted is unknown here: tell this one and every connected one."""
+        self.local.socket_dropped(sid)
+        self.transport.notify_all([Frame.DROPPED, 0, sid])
+
+    def socket_auto_responded(self, oid: ObjectId, sid: str) -> None:
+        host = self.transport.host_for(oid)
+        if host is not None:
+            host.socket_auto_responded(oid, sid)
+            return
+        task = asyncio.ensure_future(self._quietly(self._event(oid, "auto", [sid])))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _event(self, oid: ObjectId, event: str, args: list[Any]) -> None:
+        host = self.transport.host_for(oid)
+        if host is not None:
+            await run_event(host, oid, event, args)
+        else:
+            await self.transport.socket_event(oid, event, args)
+
+    @staticmethod
+    async def _quietly(event: Any) -> None:
+        try:
+            await event
+        except Exception:
+            log.debug("an auto-response timestamp did not reach its object", exc_info=True)
+
+    def _lost(self, client: ChannelClient) -> None:
+        """A host's connection ended: that host forgot our sockets (``HolderLinks``), so close
+        the clients of the partitions it owned with 1012; they reconnect to the new owner."""
+        clients = self.clients
+        if clients is None:
+            return
+        partitions = self.transport.partitions_at(client)
+        count = self.local.partition_count
+        ops: list[Op] = [
+            ("close", sid, RESTART, LOST_HOST)
+            for sid, held in clients.sockets.items()
+            if held.oid is not None and held.oid.partition(count) in partitions
+        ]
+        if ops:
+            log.info("closing %d WebSockets: the connection to %s ended", len(ops), client.address)
+            self.closed_by_loss += len(ops)
+            clients.push(ops)
