@@ -87,6 +87,12 @@ async def socket_reply(host: Host, frame: list[Any]) -> list[list[Any]]:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayStatistics:
+    remote_events: int  # socket events sent over the channel to another slot
+    closed_by_loss: int  # clients closed (1012) because their host's connection ended
+
+
+@dataclass(frozen=True, slots=True)
 class LinkSink:
     """A holder's channel connection, as the host's ``SocketSink``: one PUSH frame per push."""
 
@@ -131,7 +137,7 @@ class SocketRelay:
         self.local = host
         self.transport = transport
         self.clients: ClientSockets | None = None
-        self.closed_by_loss = 0  # clients closed because their host's connection ended
+        self.remote_events = self.closed_by_loss = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     def attach_sockets(self, holder: str, sink: SocketSink, *, exclusive: bool = False) -> None:
@@ -173,6 +179,7 @@ class SocketRelay:
         if host is not None:
             await run_event(host, oid, event, args)
         else:
+            self.remote_events += 1
             await self.transport.socket_event(oid, event, args)
 
     @staticmethod
@@ -199,3 +206,6 @@ class SocketRelay:
             log.info("closing %d WebSockets: the connection to %s ended", len(ops), client.address)
             self.closed_by_loss += len(ops)
             clients.push(ops)
+
+    def statistics(self) -> RelayStatistics:
+        return RelayStatistics(self.remote_events, self.closed_by_loss)

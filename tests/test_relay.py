@@ -10,7 +10,7 @@ or poll a condition with a bound (``until``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,9 @@ class Room(durable.DurableObject):
         if verb == "count":  # n frames to this socket, queued in one turn
             for i in range(int(arg)):
                 ws.send(f"{i}")
+        elif verb == "auto":
+            self.ctx.set_websocket_auto_response(("ping", "pong"))
+            ws.send("auto set")
         elif verb == "write":  # a write, then a frame: the frame leaves after the commit
             await self.ctx.storage.put("k", arg)
             ws.send(f"wrote {arg}")
@@ -213,11 +216,9 @@ async def test_frames_keep_their_order_and_follow_the_commit(tmp_path: Path) -> 
 
 
 async def test_a_client_close_runs_the_handler_on_the_remote_host(tmp_path: Path) -> None:
-    room = in_partition(1)
     async with two_slots(tmp_path) as (a, b):
-        client = await join(a, room)
-        await client.send("x")
-        assert await recv_all(client, 1) == ["x"]
+        client = await join(a, in_partition(1))
+        assert len(b.host.sockets.by_sid) == 1  # accepted there, before the 101
         await client.close(4001, "bye")
         await until(lambda: ("close", 4001) in LOG, "websocket_close on host B")
         await until(lambda: not b.host.sockets.by_sid, "host B forgets the socket")
@@ -239,6 +240,7 @@ async def test_losing_the_connection_closes_that_holders_sockets_1012(tmp_path: 
         # Host B detached holder A and forgot its socket; B's own client is untouched.
         await until(lambda: len(b.host.sockets.by_sid) == 1, "host B forgets A's socket")
         assert a.clients.holder not in b.host.sockets.sinks
+        assert relay(a).statistics().closed_by_loss == 1
         await local.send("still here")
         assert await recv_all(local, 1) == ["still here"]
         again = await join(a, room)  # a new connection attaches gateway A again
@@ -276,3 +278,71 @@ async def test_a_holder_attaches_on_each_new_connection(tmp_path: Path) -> None:
         assert await recv_all(client, 1) == ["x"]
         assert set(b.host.sockets.sinks) == {a.clients.holder, b.clients.holder}
         assert set(a.host.sockets.sinks) == {a.clients.holder}  # B never called host A
+
+
+async def test_auto_responses_are_answered_by_the_remote_gateway(tmp_path: Path) -> None:
+    room = in_partition(1)
+    async with two_slots(tmp_path) as (a, b):
+        client = await join(a, room)
+        await client.send("auto")
+        assert await recv_all(client, 1) == ["auto set"]
+        events = relay(a).statistics().remote_events
+        await client.send("ping")
+        assert await recv_all(client, 1) == ["pong"]  # from gateway A: the PUSHed ("auto", ...)
+        assert a.clients.auto_responses == 1
+        record = next(iter(b.host.sockets.by_sid.values()))
+        await until(lambda: record.auto_at is not None, "host B to stamp the auto-response")
+        assert relay(a).statistics().remote_events == events + 1  # the stamp, not a message
+
+
+def relay(at: Slot) -> SocketRelay:
+    assert isinstance(at.gateway.sockets, SocketRelay)
+    return at.gateway.sockets
+
+
+# -- the frames alone: a ChannelServer with fake holders and a ChannelClient ---------------------
+
+
+class Holders:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+        self.push: Callable[[list[Any]], None] | None = None
+
+    def attach(self, holder: str, push: Callable[[list[Any]], None]) -> Callable[[], None]:
+        self.events.append(("attach", holder))
+        self.push = push
+        return lambda: self.events.append(("detach", holder))
+
+    def dropped(self, sid: str) -> None:
+        self.events.append(("dropped", sid))
+
+
+async def test_a_holder_is_attached_per_connection_and_detached_when_it_closes() -> None:
+    holders = Holders()
+
+    async def handle(frame: list[Any]) -> list[list[Any]]:
+        assert holders.push is not None
+        holders.push([["send", ["s1"], f"before reply {frame[1]}"]])
+        return [[channel.Frame.REPLY, frame[1], None]]
+
+    server = channel.ChannelServer(TOKEN, handle, holders)
+    address = await server.start_tcp("127.0.0.1", 0)
+    pushed: list[Any] = []
+    lost: list[channel.ChannelClient] = []
+    client = channel.ChannelClient(address, TOKEN)
+    client.hold("gw", pushed.extend, lost.append)
+    try:
+        frame = [channel.Frame.SOCKET, 0, 1, "NS", b"x", None, "message", ["s1", "hi"]]
+        await client.request(frame)
+        assert pushed == [["send", ["s1"], "before reply 1"]]  # the push came before the reply
+        client.notify([channel.Frame.DROPPED, 0, "s9"])
+        await until(lambda: ("dropped", "s9") in holders.events, "the DROPPED frame")
+        for link in list(server._links):
+            link.close()
+        await until(lambda: lost == [client], "on_lost")
+        assert holders.events == [("attach", "gw"), ("dropped", "s9"), ("detach", "gw")]
+        await client.request(frame)  # a new connection attaches again, first
+        assert holders.events[-1] == ("attach", "gw")
+    finally:
+        await client.close()
+        await server.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ async def scenario(nodes: RayNodes, out: Path) -> dict[str, Any]:
     try:
         owned = await wait_until(lambda: spread(slots), 90, "both slots to serve partitions")
         for slot in range(len(NODES)):
-            await wait_until(lambda s=slot: healthy(slots.url(s)), 60, f"gateway {slot}")
+            await wait_until(partial(healthy, slots.url(slot)), 60, f"gateway {slot}")
         rooms = {"a": room_in(owned[0]), "b": room_in(owned[1])}
         clients: dict[str, list[ClientConnection]] = {}
         for key, name in rooms.items():
@@ -183,6 +184,7 @@ async def room_members(slots: Slots, rooms: dict[str, str]) -> dict[str, int]:
     import durable
     from tests.ray.apps import worker
 
+    env: Any
     async with durable.connect(worker, address="auto") as env:
         return {key: await env.ROOM.get_by_name(name).members() for key, name in rooms.items()}
 
