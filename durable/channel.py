@@ -9,13 +9,9 @@ msgpack arrays, no length prefix (``msgpack.Unpacker``); the first element is th
       [FETCH,  rid, partition, epoch, ns, oid, name, head, chunk, more]
       [BODY,   rid, chunk, more]                        further request body (<= 256 KiB each)
       [CANCEL, rid]
-      [ATTACH, 0, holder]                               the caller holds WebSockets as
-                                                        ``holder``: pushes for it come on
-                                                        this connection until it closes
-      [SOCKET, rid, partition, epoch, ns, oid, name, event, args]
-                                                        a held socket's event for its object
-                                                        (``relay.py``); answered REPLY nil
-      [DROPPED, 0, sid]                                 a handshake failed after the accept
+      [ATTACH, 0, holder]                               WebSockets held by ``holder`` (relay.py)
+      [SOCKET, rid, partition, epoch, ns, oid, name, event, args]   a held socket's event
+      [DROPPED, 0, sid]                                 its handshake failed after the accept
     host -> caller
       [REPLY,  rid, payload]                            payload: value-codec bytes (RPC)
       [ERROR,  rid, module, qualname, message, flags, args]
@@ -25,8 +21,7 @@ msgpack arrays, no length prefix (``msgpack.Unpacker``); the first element is th
       [NOT_OWNER, rid, partition, epoch]                nothing ran; re-resolve and resend
       [RESPONSE, rid, status, headers, chunk, more]     fetch response head and first chunk
       [BODY,   rid, chunk, more]                        further response body
-      [PUSH,   0, ops]                                  WebSocket ops for the holder attached
-                                                        on this connection (``sockets.py``)
+      [PUSH,   0, ops]                                  ops for the holder attached on this link
 
 ``head`` is ``[method, scheme, path, query, headers, server]`` with headers as a list of
 ``[name, value]`` byte pairs.
@@ -40,10 +35,6 @@ Guarantees:
 - A call in flight when the connection drops fails with ``ConnectionLost``: never resent, so
   never applied twice.
 - In-flight calls per connection are bounded (``max_in_flight``); past it ``Overloaded``.
-- WebSocket holders (``relay.py``): a client that ``hold``s sends ATTACH right after the hello
-  of every connection it opens, so the host knows the holder before any call on it; the host's
-  pushes for that holder leave on that connection in push order, in one stream with the
-  replies, so a SOCKET event's REPLY follows the pushes its handler caused.
 
 Does not guarantee: bodies are chunked on the wire but assembled whole at each end (the object's
 ``fetch`` gets a complete body; streaming into it is the gateway issue's).
@@ -60,9 +51,7 @@ unknown request) or a wrong token (compared in constant time) closes the connect
 logged, at most once per peer per minute (the rest are counted in ``refused``); a TLS handshake
 that fails closes the connection; the server and its other connections go on. In-flight calls
 on the closed connection fail with ``ConnectionLost`` on the caller's side; a client that cannot
-connect or complete the TLS handshake sent nothing (``NotSent``). When a connection that carried
-an ATTACH closes, the host detaches that holder (``Holders.attach``'s undo) and the client calls
-its ``on_lost`` hook.
+connect or complete the TLS handshake sent nothing (``NotSent``).
 """
 
 from __future__ import annotations
@@ -80,7 +69,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import msgpack
 from starlette.requests import Request
@@ -341,24 +330,13 @@ def split_body(body: bytes) -> list[bytes]:
 CallHandler = Callable[[list[Any]], Awaitable[list[Any]]]
 
 
-class Holders(Protocol):
-    """The WebSocket holders attached on a host's connections (``relay.HolderLinks``)."""
-
-    def attach(self, holder: str, push: Callable[[list[Any]], None]) -> Callable[[], None]:
-        """Send ``holder``'s ops with ``push``; returns the undo, called when the link closes."""
-        ...
-
-    def dropped(self, sid: str) -> None: ...
-
-
 class ChannelServer:
     """Serves one host's channel; ``handle(frame)`` runs a CALL/FETCH and returns reply frames."""
 
-    def __init__(self, token: str, handle: CallHandler, holders: Holders | None = None) -> None:
+    def __init__(self, token: str, handle: CallHandler, holders: Any = None) -> None:
         self.token = token
         self.handle = handle
-        self.holders = holders
-        self._undo: dict[_Link, list[Callable[[], None]]] = {}  # detach holders as links close
+        self.holders = holders  # relay.HolderLinks: frame(frame, send), closed(send)
         self._servers: list[asyncio.AbstractServer] = []
         self._unix: Path | None = None
         self._refusals: dict[str, float] = {}  # peer -> when its refusal was last logged
@@ -414,8 +392,8 @@ class ChannelServer:
         finally:
             self._links.discard(link)
             link.close()
-            for undo in self._undo.pop(link, ()):
-                undo()
+            if self.holders is not None:
+                self.holders.closed(link.send)
 
     def _greeted(self, hello: Any) -> bool:
         """A HELLO carrying this cluster's token (constant-time compare: no timing oracle)."""
@@ -451,28 +429,14 @@ class ChannelServer:
                 return
             del bodies[frame[1]]
             frame = [*head[:-2], b"".join(chunks), False]
-        elif kind in (Frame.ATTACH, Frame.DROPPED):
-            self._holder_frame(link, frame)
+        elif kind in (Frame.ATTACH, Frame.DROPPED) and self.holders is not None:
+            self.holders.frame(frame, link.send)
             return
         elif kind not in (Frame.CALL, Frame.FETCH, Frame.SOCKET):
             return  # CANCEL: calls are not interrupted once delivered (documented)
         task = asyncio.ensure_future(self._run(link, frame))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _holder_frame(self, link: _Link, frame: list[Any]) -> None:
-        if len(frame) < 3 or not isinstance(frame[2], str):
-            raise MalformedFrame(f"not a holder frame: {str(frame)[:80]}")
-        if self.holders is None:
-            return  # this server holds no sockets: nothing will be pushed
-        if frame[0] == Frame.DROPPED:
-            self.holders.dropped(frame[2])
-            return
-
-        def push(ops: list[Any]) -> None:
-            link.send([Frame.PUSH, 0, ops])
-
-        self._undo.setdefault(link, []).append(self.holders.attach(frame[2], push))
 
     async def _run(self, link: _Link, frame: list[Any]) -> None:
         try:
@@ -497,10 +461,6 @@ class ChannelServer:
 
 
 # -- caller side -------------------------------------------------------------------------------
-PushHandler = Callable[[list[Any]], None]  # a PUSH frame's ops, for the holder (relay.py)
-LostHandler = Callable[["ChannelClient"], None]  # a connection of a holder ended
-
-
 class ChannelClient:
     """One connection to one host, opened on first use; pipelined calls by request id."""
 
@@ -522,9 +482,9 @@ class ChannelClient:
         self._rids = itertools.count(1)
         self._reader: asyncio.Task[None] | None = None
         self.closed = False
-        self.holder: str | None = None  # see hold()
-        self.on_push: PushHandler | None = None
-        self.on_lost: LostHandler | None = None
+        self.greeting: list[Any] | None = None  # sent after each hello (relay.py: an ATTACH)
+        self.on_push: Callable[[list[Any]], None] | None = None  # PUSH frames' ops
+        self.on_lost: Callable[[], None] | None = None  # each connection's end
 
     async def request(self, frame_without_rid: list[Any], body: bytes | None = None) -> list[Any]:
         """Send one CALL/FETCH and wait for its answer frame (REPLY, RESPONSE, ERROR...)."""
@@ -572,8 +532,8 @@ class ChannelClient:
             reader, writer = await asyncio.open_connection(host, int(port), ssl=self.tls)
         link = _Link(reader, writer)
         link.send([Frame.HELLO, self.token])
-        if self.holder is not None:
-            link.send([Frame.ATTACH, 0, self.holder])
+        if self.greeting is not None:
+            link.send(self.greeting)
         self._link = link
         self._reader = asyncio.ensure_future(self._read(link))
         return link
@@ -589,13 +549,13 @@ class ChannelClient:
                 self._link = None
             link.close()
             self._fail_all("the connection was closed")
-            if self.holder is not None and self.on_lost is not None:
-                self.on_lost(self)
+            if self.on_lost is not None:
+                self.on_lost()
 
     def _deliver(self, frame: list[Any]) -> None:
         kind, rid = frame[0], frame[1]
-        if kind == Frame.PUSH:
-            self._pushed(frame[2])
+        if kind == Frame.PUSH and self.on_push is not None:
+            self.on_push(frame[2])
             return
         if kind == Frame.RESPONSE and frame[-1]:
             self._bodies[rid] = (frame, [frame[-2]])
@@ -611,25 +571,9 @@ class ChannelClient:
         if future is not None and not future.done():
             future.set_result(frame)
 
-    def hold(self, holder: str, on_push: PushHandler, on_lost: LostHandler) -> None:
-        """Hold WebSockets as ``holder`` on this connection (now if open, and on each reopen):
-        the host's pushes go to ``on_push``; ``on_lost(self)`` runs when a connection closes."""
-        self.holder, self.on_push, self.on_lost = holder, on_push, on_lost
-        self.notify([Frame.ATTACH, 0, holder])
-
     def notify(self, frame: list[Any]) -> None:
-        """Send a frame that has no answer on the open connection; with none it is dropped."""
-        link = self._link
-        if link is not None and not link.writer.is_closing():
-            link.send(frame)
-
-    def _pushed(self, ops: list[Any]) -> None:
-        if self.on_push is None:
-            return
-        try:
-            self.on_push(ops)
-        except Exception:  # a bad op must not end the connection and every call on it
-            log.exception("applying a push from %s failed", self.address)
+        if self._link is not None and not self._link.writer.is_closing():
+            self._link.send(frame)  # no answer expected; no open connection: dropped
 
     def _fail_all(self, why: str) -> None:
         for future in self._pending.values():

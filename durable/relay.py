@@ -5,7 +5,8 @@ In one process the gateway's ``ClientSockets`` is attached straight to the ``Hos
 interfaces of ``sockets.py`` ride the channel (``channel.py``'s frames)::
 
     gateway (SocketRelay)                              host slot owning the object (HolderLinks)
-      ATTACH holder     once per connection, first  ->  attach(holder, LinkSink(connection))
+      ATTACH holder     after the hello of each     ->  attach(holder, LinkSink(connection))
+                        connection, before calls
       SOCKET event      message / closed / error /  ->  Host.socket_* (run_event), REPLY nil
                         auto, routed like a call
       DROPPED sid       to every open connection    ->  Host.socket_dropped
@@ -50,7 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from durable.channel import ChannelClient, Frame
+from durable.channel import ChannelClient, Frame, MalformedFrame
 from durable.errors import InvalidArgument
 from durable.fanout import ClientSockets
 from durable.ids import ObjectId
@@ -99,34 +100,37 @@ class LinkSink:
     send: Callable[[list[Any]], None]
 
     def push(self, ops: list[Op]) -> None:
-        self.send(ops)
+        self.send([Frame.PUSH, 0, ops])
 
 
 class HolderLinks:
-    """The host side (``channel.Holders``): gateways attached on this host's connections."""
+    """The host side (``ChannelServer(holders=...)``): ATTACH and DROPPED frames, and the end of
+    the connections holders attached on."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
+        self._attached: dict[Callable[[list[Any]], None], list[tuple[str, LinkSink]]] = {}
 
-    def attach(self, holder: str, push: Callable[[list[Any]], None]) -> Callable[[], None]:
+    def frame(self, frame: list[Any], send: Callable[[list[Any]], None]) -> None:
+        if len(frame) < 3 or not isinstance(frame[2], str):
+            raise MalformedFrame(f"not a holder frame: {str(frame)[:80]}")
+        if frame[0] == Frame.DROPPED:
+            self.host.socket_dropped(frame[2])
+            return
+        holder = frame[2]
         current = self.host.sockets.sinks.get(holder)
         if current is not None and not isinstance(current, LinkSink):
-            return _stay  # this slot's own gateway calling itself: it keeps its direct sink
-        sink = LinkSink(push)
+            return  # this slot's own gateway calling itself: it keeps its direct sink
+        sink = LinkSink(send)
         self.host.attach_sockets(holder, sink)
+        self._attached.setdefault(send, []).append((holder, sink))
 
-        def detach() -> None:  # only if the holder did not attach again on another connection
+    def closed(self, send: Callable[[list[Any]], None]) -> None:
+        """A connection ended: detach the holders attached on it (unless since re-attached on
+        another), which forgets their sockets without running handlers."""
+        for holder, sink in self._attached.pop(send, ()):
             if self.host.sockets.sinks.get(holder) is sink:
                 self.host.detach_sockets(holder)
-
-        return detach
-
-    def dropped(self, sid: str) -> None:
-        self.host.socket_dropped(sid)
-
-
-def _stay() -> None:
-    """The undo of an attach that changed nothing."""
 
 
 class SocketRelay:
@@ -136,14 +140,16 @@ class SocketRelay:
     def __init__(self, host: Host, transport: ClusterTransport) -> None:
         self.local = host
         self.transport = transport
+        self.sink: SocketSink | None = None
         self.clients: ClientSockets | None = None
         self.remote_events = self.closed_by_loss = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     def attach_sockets(self, holder: str, sink: SocketSink, *, exclusive: bool = False) -> None:
         self.local.attach_sockets(holder, sink, exclusive=exclusive)
+        self.sink = sink
         self.clients = sink if isinstance(sink, ClientSockets) else None
-        self.transport.hold_sockets(holder, sink.push, self._lost)
+        self.transport.hold_sockets(holder, self._pushed, self._lost)
 
     def detach_sockets(self, holder: str) -> None:
         """Detach from this slot's Host; other hosts detach as the slot's connections close."""
@@ -188,6 +194,14 @@ class SocketRelay:
             await event
         except Exception:
             log.debug("an auto-response timestamp did not reach its object", exc_info=True)
+
+    def _pushed(self, ops: list[Op]) -> None:
+        """A PUSH frame from a host, for ``sink``; a bad op must not end the connection."""
+        try:
+            if self.sink is not None:
+                self.sink.push(ops)
+        except Exception:
+            log.exception("applying a WebSocket push failed")
 
     def _lost(self, client: ChannelClient) -> None:
         """A host's connection ended: that host forgot our sockets (``HolderLinks``), so close

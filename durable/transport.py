@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -36,10 +37,8 @@ from durable.channel import (
     ChannelClient,
     Endpoint,
     Frame,
-    LostHandler,
     NotOwner,
     NotSent,
-    PushHandler,
     answer,
     client_tls,
     fetch_head,
@@ -56,7 +55,8 @@ if TYPE_CHECKING:
     from durable.dedicated import Dedicated
 
 
-Holding = tuple[str, PushHandler, LostHandler]
+LostHandler = Callable[[ChannelClient], None]  # a holder's connection to a host ended
+Holding = tuple[str, Callable[[list[Any]], None], LostHandler]
 
 
 @dataclass
@@ -169,7 +169,7 @@ class ClusterTransport:
             client = ChannelClient(dial, self._token, tls=self._tls)
             self._clients[address] = client
             if self._holding is not None:
-                client.hold(*self._holding)
+                self._hold(client)
         return client
 
     async def _refresh(self) -> None:
@@ -186,11 +186,22 @@ class ClusterTransport:
         self._table = {int(p): (int(e), str(a)) for p, (e, a) in table.items()}
 
     # -- hibernatable WebSockets across slots (relay.py) ----------------------------------------
-    def hold_sockets(self, holder: str, on_push: PushHandler, on_lost: LostHandler) -> None:
-        """Attach ``holder`` on every connection to a host, those open and those to come."""
+    def hold_sockets(
+        self, holder: str, on_push: Callable[[list[Any]], None], on_lost: LostHandler
+    ) -> None:
+        """Attach ``holder`` on every connection to a host: now on those open, and first thing
+        (the greeting after the hello) on each opened later."""
         self._holding = (holder, on_push, on_lost)
         for client in self._clients.values():
-            client.hold(holder, on_push, on_lost)
+            self._hold(client)
+            client.notify([Frame.ATTACH, 0, holder])
+
+    def _hold(self, client: ChannelClient) -> None:
+        assert self._holding is not None
+        holder, on_push, on_lost = self._holding
+        client.greeting = [Frame.ATTACH, 0, holder]
+        client.on_push = on_push
+        client.on_lost = partial(on_lost, client)
 
     def host_for(self, oid: ObjectId) -> Host | None:
         """This process's Host when it owns ``oid``'s partition now (no channel needed)."""

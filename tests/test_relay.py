@@ -10,7 +10,7 @@ or poll a condition with a bound (``until``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from durable.gateway import Gateway, Health, build_app
 from durable.host import Host
 from durable.ids import ObjectId, id_from_name
 from durable.relay import HolderLinks, SocketRelay, socket_reply
+from durable.sockets import SocketRecord
 from durable.testing import VirtualClock
 from durable.transport import ClusterTransport, LocalOwner
 from tests.live_server import serving
@@ -300,49 +301,39 @@ def relay(at: Slot) -> SocketRelay:
     return at.gateway.sockets
 
 
-# -- the frames alone: a ChannelServer with fake holders and a ChannelClient ---------------------
+# -- the frames alone: a ChannelServer with HolderLinks and a ChannelClient ----------------------
 
 
-class Holders:
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-        self.push: Callable[[list[Any]], None] | None = None
-
-    def attach(self, holder: str, push: Callable[[list[Any]], None]) -> Callable[[], None]:
-        self.events.append(("attach", holder))
-        self.push = push
-        return lambda: self.events.append(("detach", holder))
-
-    def dropped(self, sid: str) -> None:
-        self.events.append(("dropped", sid))
-
-
-async def test_a_holder_is_attached_per_connection_and_detached_when_it_closes() -> None:
-    holders = Holders()
+async def test_a_holder_is_attached_per_connection_and_detached_when_it_closes(
+    tmp_path: Path,
+) -> None:
+    host, _ = await start_host(worker, tmp_path, VirtualClock(), partitions=2)
+    holders = HolderLinks(host)
 
     async def handle(frame: list[Any]) -> list[list[Any]]:
-        assert holders.push is not None
-        holders.push([["send", ["s1"], f"before reply {frame[1]}"]])
+        host.sockets.push("gw", [("send", ["s1"], f"before reply {frame[1]}")])
         return [[channel.Frame.REPLY, frame[1], None]]
 
     server = channel.ChannelServer(TOKEN, handle, holders)
     address = await server.start_tcp("127.0.0.1", 0)
     pushed: list[Any] = []
-    lost: list[channel.ChannelClient] = []
+    lost: list[str] = []
     client = channel.ChannelClient(address, TOKEN)
-    client.hold("gw", pushed.extend, lost.append)
+    client.greeting = [channel.Frame.ATTACH, 0, "gw"]
+    client.on_push, client.on_lost = pushed.extend, lambda: lost.append("lost")
     try:
-        frame = [channel.Frame.SOCKET, 0, 1, "NS", b"x", None, "message", ["s1", "hi"]]
-        await client.request(frame)
-        assert pushed == [["send", ["s1"], "before reply 1"]]  # the push came before the reply
+        await client.request([channel.Frame.SOCKET, 0, 1, "ROOM", b"x", None, "message", []])
+        assert pushed == [["send", ["s1"], "before reply 1"]]  # attached first; push, then reply
+        host.sockets.by_sid["s9"] = SocketRecord("s9", worker_id("r"), "gw", (), 1)
         client.notify([channel.Frame.DROPPED, 0, "s9"])
-        await until(lambda: ("dropped", "s9") in holders.events, "the DROPPED frame")
+        await until(lambda: "s9" not in host.sockets.by_sid, "the DROPPED frame")
         for link in list(server._links):
             link.close()
-        await until(lambda: lost == [client], "on_lost")
-        assert holders.events == [("attach", "gw"), ("dropped", "s9"), ("detach", "gw")]
-        await client.request(frame)  # a new connection attaches again, first
-        assert holders.events[-1] == ("attach", "gw")
+        await until(lambda: lost == ["lost"], "on_lost")
+        await until(lambda: "gw" not in host.sockets.sinks, "the holder detached")
+        await client.request([channel.Frame.SOCKET, 0, 1, "ROOM", b"x", None, "message", []])
+        assert "gw" in host.sockets.sinks  # the new connection attached it again, first
     finally:
         await client.close()
         await server.close()
+        await host.close()
