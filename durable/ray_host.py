@@ -21,10 +21,10 @@ Guarantees:
 - The HTTP port is bound (``SO_REUSEPORT``, so several slots of one node share it) only once every
   partition of the cluster has an owner; ``/healthz`` then answers 200.
 - ``stop()`` stops HTTP, commits, closes every database and releases every lock.
-- Hibernatable WebSockets work across slots: with several slots the gateway's ``SocketRelay``
-  sends socket events to the slot owning the object and that slot's pushes come back as PUSH
-  frames (``relay.py``); a partition leaving a slot, or a slot stopping, closes its sockets with
-  1012 so clients reconnect. One slot keeps the in-process path (its gateway is the sole holder).
+- Hibernatable WebSockets work across slots: the gateway's ``SocketRelay`` sends socket events
+  to the slot owning the object (in process when it is this one) and that slot's pushes come
+  back as PUSH frames (``relay.py``); a partition leaving a slot, or a slot stopping, closes its
+  sockets with 1012 so clients reconnect.
 - The slot starts as every process running objects does (``env.start_host``) and serves HTTP
   as ``durable dev --in-process`` does (``server.GatewayServer``).
 
@@ -67,7 +67,6 @@ from durable.host import Host
 from durable.ids import ObjectId
 from durable.relay import HolderLinks, SocketRelay, socket_reply
 from durable.server import GatewayServer, bind
-from durable.sockets import SocketHost
 from durable.transport import ClusterTransport, LocalOwner
 from durable.worker import Worker, load_worker
 
@@ -203,12 +202,11 @@ class HostSlot:
 
     # -- HTTP ------------------------------------------------------------------------------------
     async def _serve_http(self, worker: Worker, env: Env) -> None:
-        # One slot: its gateway is the Host's only holder (in process, no relay). Several: the
-        # relay sends socket events to the object's slot and takes its pushes (relay.py).
-        sockets: SocketHost | None = self.host
-        if self.config.slots > 1 and self.host is not None and self.transport is not None:
-            sockets = SocketRelay(self.host, self.transport)
-        app = build_app(worker, env, self.health, sockets, sole_holder=self.config.slots == 1)
+        # Any slot's gateway holds sockets of any object: the relay calls this slot's Host in
+        # process and other slots over the channel (relay.py). No gateway is a sole holder:
+        # stale socket rows are dropped as partitions open (SocketRegistry.opened).
+        assert self.host is not None and self.transport is not None
+        app = build_app(worker, env, self.health, SocketRelay(self.host, self.transport))
         # The same front door as in process: connection limits, workerd's WebSocket close
         # handshake and message limit (``server_config``); the slots of a node share the port.
         host, port = self.config.http_host, self.config.http_port

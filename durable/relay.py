@@ -12,7 +12,8 @@ interfaces of ``sockets.py`` ride the channel (``channel.py``'s frames)::
       DROPPED sid       to every open connection    ->  Host.socket_dropped
       on_push(ops)    <-  PUSH ops                      registry.push(holder, ops)
 
-Objects of partitions this slot owns are reached in process, as with one slot.
+Objects of partitions this slot owns are reached in process (a dict lookup more than a gateway
+attached straight to its Host), so a one-slot cluster runs the same code.
 
 Guarantees:
 - Everything ``sockets.py`` guarantees per object holds across slots: a frame leaves the host only
@@ -47,7 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -189,7 +190,7 @@ class SocketRelay:
             await self.transport.socket_event(oid, event, args)
 
     @staticmethod
-    async def _quietly(event: Any) -> None:
+    async def _quietly(event: Awaitable[None]) -> None:
         try:
             await event
         except Exception:
@@ -214,7 +215,9 @@ class SocketRelay:
         ops: list[Op] = [
             ("close", sid, RESTART, LOST_HOST)
             for sid, held in clients.sockets.items()
-            if held.oid is not None and held.oid.partition(count) in partitions
+            if held.oid is not None
+            and held.oid.partition(count) in partitions
+            and self.transport.host_for(held.oid) is None  # not this slot's own objects
         ]
         if ops:
             log.info("closing %d WebSockets: the connection to %s ended", len(ops), client.address)

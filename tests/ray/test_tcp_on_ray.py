@@ -1,7 +1,9 @@
 """Issue 16: a cluster whose channel is forced over TCP (``channel="tcp"``) serves RPC to a
 client through ``connect(address=...)``. Every host registers one address carrying its node,
 its Unix socket and its TCP endpoint; with TCP forced, every caller (the client and the slots
-calling each other) dials TCP; with a cert and key, TLS."""
+calling each other) dials TCP; with a cert and key, TLS. WebSockets ride the same channel: the
+two slots share one HTTP port, so clients of one room land on both gateways, and every client
+gets every message whichever gateway it came through."""
 
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect as ws_connect
 
 import durable
 from durable.channel import Endpoint
 from tests.ray.apps import worker
-from tests.ray.harness import RunningCluster, run_sync
+from tests.ray.harness import RunningCluster, run_sync, wait_until
 from tests.test_channel_tcp import cert_in
 
 pytestmark = pytest.mark.ray
@@ -39,3 +42,36 @@ def test_rpc_over_forced_tcp(
 
     results: list[Any] = run_sync(calls())
     assert results == [1] * 8 + [2] * 8
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_websockets_over_forced_tcp(
+    start_cluster: Callable[..., RunningCluster], tmp_path: Path, tls: bool
+) -> None:
+    cert = {"tls_cert": cert_in(tmp_path), "tls_key": str(tmp_path / "k.pem")} if tls else {}
+    running = start_cluster(slots=2, partitions=4, channel="tcp", **cert)
+    run_sync(running.settled())
+    url = running.url.replace("http", "ws") + "/room/lobby"
+
+    async def chat() -> tuple[list[list[str]], int]:
+        clients = [await ws_connect(url) for _ in range(8)]  # the kernel spreads them
+        try:
+            for i, client in enumerate(clients):
+                await client.send(f"m{i}")
+            got = [sorted([str(await client.recv()) for _ in clients]) for client in clients]
+            async with durable.connect(worker, address="auto") as env:
+                members = await env.ROOM.get_by_name("lobby").members()
+            return got, members
+        finally:
+            for client in clients:
+                await client.close()
+
+    got, members = run_sync(chat())
+    assert got == [sorted(f"m{i}" for i in range(8))] * 8
+    assert members == 8
+
+    async def emptied() -> bool:
+        async with durable.connect(worker, address="auto") as env:
+            return await env.ROOM.get_by_name("lobby").members() == 0
+
+    run_sync(wait_until(emptied, 10, "the room to forget its closed sockets"))
