@@ -7,7 +7,9 @@ clients (the ``websockets`` library) through both slots' gateways, so every room
 whose gateway is in the object's slot and clients whose gateway reaches it over the channel
 (SOCKET frames out, PUSH frames back, ``durable/relay.py``). Every client sends one message;
 every client of the room must receive all of them. The fan-out time (a message sent until every
-client of the room has it) is measured per sending gateway. Then slot B stops: every socket of
+client of the room has it) is measured per sending gateway, and for a crowd of 100 clients all on
+gateway A, of a room in slot A (pushes in process) and of one in slot B (over the channel: one
+PUSH frame carrying one op for the 100 sockets). Then slot B stops: every socket of
 its room, and every socket its gateway held, is closed with 1012, and room A's clients on
 gateway A still talk.
 
@@ -40,6 +42,7 @@ NODES = ("node-a", "node-b")
 PARTITIONS = 4
 PER_GATEWAY = 3  # clients of each room through each gateway
 ROUNDS = 40  # timed fan-outs per room and sending gateway
+CROWD = 100  # clients on gateway A of a room in slot A, then of a room in slot B
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +75,9 @@ def test_a_stopping_slot_closes_its_sockets_1012_and_the_other_room_talks_on(
 
 def test_fan_out_times_are_reported(run: dict[str, Any]) -> None:
     assert set(run["fan_out_ms"]) == {"a<-0", "a<-1", "b<-0", "b<-1"}
-    assert all(v["p50"] > 0 for v in run["fan_out_ms"].values())
+    assert set(run["crowd_fan_out_ms"]) == {"in slot A", "in slot B"}
+    times = [*run["fan_out_ms"].values(), *run["crowd_fan_out_ms"].values()]
+    assert all(v["p50"] > 0 for v in times)
 
 
 # -- the scenario (subprocess) -------------------------------------------------------------------
@@ -106,6 +111,10 @@ async def scenario(nodes: RayNodes, out: Path) -> dict[str, Any]:
             for slot in range(len(NODES))
         }
         members = await room_members(slots, rooms)
+        crowd_ms = {
+            key: await crowd_fan_out(slots.url(0), room_in(owned[slot], skip=2))
+            for key, slot in (("in slot A", 0), ("in slot B", 1))
+        }
 
         await slots.hosts[1].stop.remote()  # slot B stops: its gateway and its host
         closed_b = [await close_code(c) for c in clients["b"]]
@@ -121,6 +130,7 @@ async def scenario(nodes: RayNodes, out: Path) -> dict[str, Any]:
             "received": received,
             "members": members,
             "fan_out_ms": fan_out,
+            "crowd_fan_out_ms": crowd_ms,
             "closed_b": closed_b,
             "closed_a_on_b": closed_a_on_b,
             "after_stop": after_stop,
@@ -146,13 +156,11 @@ async def healthy(url: str) -> bool:
         return False
 
 
-def room_in(partitions: list[int]) -> str:
-    """A room name whose object lives in one of ``partitions``."""
-    return next(
-        f"room-{i}"
-        for i in range(1000)
-        if id_from_name("ROOM", f"room-{i}").partition(PARTITIONS) in partitions
-    )
+def room_in(partitions: list[int], skip: int = 0) -> str:
+    """A room name whose object lives in one of ``partitions`` (the ``skip``-th such name)."""
+    names = (f"room-{i}" for i in range(1000))
+    chosen = [n for n in names if id_from_name("ROOM", n).partition(PARTITIONS) in partitions]
+    return chosen[skip]
 
 
 async def recv(client: ClientConnection, n: int) -> list[Any]:
@@ -178,6 +186,16 @@ async def timed_fan_out(room: list[ClientConnection], sender: ClientConnection) 
         times.append((time.perf_counter() - start) * 1000)
     cuts = statistics.quantiles(times, n=10)
     return {"p50": statistics.median(times), "p90": cuts[-1], "max": max(times)}
+
+
+async def crowd_fan_out(url: str, name: str) -> dict[str, float]:
+    """``timed_fan_out`` for CROWD clients of room ``name``, all through the gateway at ``url``."""
+    crowd = [await ws_connect(f"{url.replace('http', 'ws')}/room/{name}") for _ in range(CROWD)]
+    try:
+        return await timed_fan_out(crowd, crowd[0])
+    finally:
+        for client in crowd:
+            await client.close()
 
 
 async def room_members(slots: Slots, rooms: dict[str, str]) -> dict[str, int]:
