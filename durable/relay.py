@@ -39,7 +39,9 @@ already moved elsewhere stays open, and its next message gets 1011 (not register
 reached only through another object (a nested ``fetch`` of the upgrade) must be on a host this
 gateway has a connection to, or its pushes are dropped.
 
-On failure: an event that finds no owner within the channel's patience raises ``Unavailable``
+On failure: events of sockets closed because their host's connection ended go nowhere (that
+host forgot them; no handler runs, as for ``detach``). An event that finds no owner within the
+channel's patience raises ``Unavailable``
 to the gateway (the socket stays open, as for any handler error); an event for a socket the
 host forgot raises ``RpcError`` and the gateway closes it with 1011.
 """
@@ -145,6 +147,7 @@ class SocketRelay:
         self.clients: ClientSockets | None = None
         self.remote_events = self.closed_by_loss = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._orphans: set[str] = set()  # closed by _lost: their host forgot them already
 
     def attach_sockets(self, holder: str, sink: SocketSink, *, exclusive: bool = False) -> None:
         self.local.attach_sockets(holder, sink, exclusive=exclusive)
@@ -182,6 +185,10 @@ class SocketRelay:
         task.add_done_callback(self._tasks.discard)
 
     async def _event(self, oid: ObjectId, event: str, args: list[Any]) -> None:
+        if args[0] in self._orphans:  # nobody to tell: the host forgot the socket
+            if event in ("closed", "error"):
+                self._orphans.discard(args[0])
+            return
         host = self.transport.host_for(oid)
         if host is not None:
             await run_event(host, oid, event, args)
@@ -222,6 +229,7 @@ class SocketRelay:
         if ops:
             log.info("closing %d WebSockets: the connection to %s ended", len(ops), client.address)
             self.closed_by_loss += len(ops)
+            self._orphans.update(op[1] for op in ops)
             clients.push(ops)
 
     def statistics(self) -> RelayStatistics:

@@ -242,6 +242,9 @@ async def test_losing_the_connection_closes_that_holders_sockets_1012(tmp_path: 
         await until(lambda: len(b.host.sockets.by_sid) == 1, "host B forgets A's socket")
         assert a.clients.holder not in b.host.sockets.sinks
         assert relay(a).statistics().closed_by_loss == 1
+        await until(lambda: not a.clients.sockets, "gateway A to finish the close")
+        assert relay(a).statistics().remote_events == 0  # its close was not reported to B
+        assert not LOG  # no websocket_close ran: B forgot the socket with the connection
         await local.send("still here")
         assert await recv_all(local, 1) == ["still here"]
         again = await join(a, room)  # a new connection attaches gateway A again
