@@ -14,7 +14,6 @@ Guarantees:
 - Everything an object queues for the sockets of one holder in one flush leaves as one
   ``push``; consecutive sends of one payload are one ``("send", [sid, ...], data)`` op.
 - Reads (``peek``, ``listing``) never create an entry: objects that only ask leave nothing.
-
 - A partition leaving the host (``close_partition``: moved, or its lease lapsed) closes every
   socket of its objects with 1012 (service restart; clients reconnect to the new owner), pushed
   to their holders before the partition closes, and deletes their rows; a partition granted to a
