@@ -23,13 +23,19 @@ from tests.test_channel_tcp import cert_in
 pytestmark = pytest.mark.ray
 
 
-@pytest.mark.parametrize("tls", [False, True])
-def test_rpc_over_forced_tcp(
-    start_cluster: Callable[..., RunningCluster], tmp_path: Path, tls: bool
-) -> None:
+@pytest.fixture(params=[False, True], ids=["plain", "tls"])
+def running(
+    request: pytest.FixtureRequest, start_cluster: Callable[..., RunningCluster], tmp_path: Path
+) -> RunningCluster:
+    """Two slots, channel forced over TCP, plain or TLS, once placement is balanced."""
+    tls = request.param
     cert = {"tls_cert": cert_in(tmp_path), "tls_key": str(tmp_path / "k.pem")} if tls else {}
-    running = start_cluster(slots=2, partitions=4, channel="tcp", **cert)
-    run_sync(running.settled())
+    cluster = start_cluster(slots=2, partitions=4, channel="tcp", **cert)
+    run_sync(cluster.settled())
+    return cluster
+
+
+def test_rpc_over_forced_tcp(running: RunningCluster) -> None:
     endpoints = [Endpoint.parse(a) for _, a in run_sync(running.table()).values()]
     assert all(e.node and e.unix and e.tcp for e in endpoints)
     assert all(e.dial(e.node, "tcp").startswith("tcp:") for e in endpoints)
@@ -44,13 +50,7 @@ def test_rpc_over_forced_tcp(
     assert results == [1] * 8 + [2] * 8
 
 
-@pytest.mark.parametrize("tls", [False, True])
-def test_websockets_over_forced_tcp(
-    start_cluster: Callable[..., RunningCluster], tmp_path: Path, tls: bool
-) -> None:
-    cert = {"tls_cert": cert_in(tmp_path), "tls_key": str(tmp_path / "k.pem")} if tls else {}
-    running = start_cluster(slots=2, partitions=4, channel="tcp", **cert)
-    run_sync(running.settled())
+def test_websockets_over_forced_tcp(running: RunningCluster) -> None:
     url = running.url.replace("http", "ws") + "/room/lobby"
 
     async def chat() -> tuple[list[list[str]], int]:
@@ -59,6 +59,7 @@ def test_websockets_over_forced_tcp(
             for i, client in enumerate(clients):
                 await client.send(f"m{i}")
             got = [sorted([str(await client.recv()) for _ in clients]) for client in clients]
+            env: Any
             async with durable.connect(worker, address="auto") as env:
                 members = await env.ROOM.get_by_name("lobby").members()
             return got, members
@@ -71,7 +72,8 @@ def test_websockets_over_forced_tcp(
     assert members == 8
 
     async def emptied() -> bool:
+        env: Any
         async with durable.connect(worker, address="auto") as env:
-            return await env.ROOM.get_by_name("lobby").members() == 0
+            return bool(await env.ROOM.get_by_name("lobby").members() == 0)
 
     run_sync(wait_until(emptied, 10, "the room to forget its closed sockets"))
