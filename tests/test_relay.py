@@ -10,6 +10,8 @@ or poll a condition with a bound (``until``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -62,12 +64,6 @@ class Room(durable.DurableObject):
         self, ws: durable.HibernatableWebSocket, code: int, reason: str, was_clean: bool
     ) -> None:
         LOG.append(("close", code))
-
-    async def sockets(self) -> int:
-        return len(self.ctx.get_websockets())
-
-    async def stored(self) -> Any:
-        return await self.ctx.storage.get("k")
 
 
 worker = durable.Worker(objects={"ROOM": Room})
@@ -166,12 +162,12 @@ def in_partition(index: int) -> str:
     """A room name whose object lives in partition ``index`` (of 2)."""
     for i in range(100):
         name = f"room-{i}"
-        if worker_id(name).partition(2) == index:
+        if room_id(name).partition(2) == index:
             return name
     raise AssertionError("no such name")
 
 
-def worker_id(name: str) -> ObjectId:
+def room_id(name: str) -> ObjectId:
     return id_from_name("ROOM", name)
 
 
@@ -213,7 +209,11 @@ async def test_frames_keep_their_order_and_follow_the_commit(tmp_path: Path) -> 
         assert await recv_all(client, 200) == [str(i) for i in range(200)]
         await client.send("write:v1")
         assert await recv_all(client, 1) == ["wrote v1"]
-        assert await b.gateway.env.ROOM.get_by_name(room).stored() == "v1"
+        # The write is in the database (committed) when its frame arrives at the remote gateway.
+        path = b.host.partitions[1].path
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            query = "SELECT count(*) FROM kv WHERE ns = 'ROOM' AND id = ?"
+            assert db.execute(query, (room_id(room).raw,)).fetchone() == (1,)
 
 
 async def test_a_client_close_runs_the_handler_on_the_remote_host(tmp_path: Path) -> None:
@@ -327,7 +327,7 @@ async def test_a_holder_is_attached_per_connection_and_detached_when_it_closes(
     try:
         await client.request([channel.Frame.SOCKET, 0, 1, "ROOM", b"x", None, "message", []])
         assert pushed == [["send", ["s1"], "before reply 1"]]  # attached first; push, then reply
-        host.sockets.by_sid["s9"] = SocketRecord("s9", worker_id("r"), "gw", (), 1)
+        host.sockets.by_sid["s9"] = SocketRecord("s9", room_id("r"), "gw", (), 1)
         client.notify([channel.Frame.DROPPED, 0, "s9"])
         await until(lambda: "s9" not in host.sockets.by_sid, "the DROPPED frame")
         for link in list(server._links):
