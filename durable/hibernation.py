@@ -3,8 +3,8 @@
 Which client sockets each object accepted (id, tags, attachment, the holder process that has the
 connection) and each object's auto-response, kept in host memory for the host's lifetime and in
 the partition databases (``sockets``/``socket_auto`` tables, see ``partition.py``), so they
-outlive every activation and a restarted host knows them before any holder re-announces. The
-object-facing pieces (``ws`` handles, limits, the outbox) are in ``sockets.py``; the host's
+outlive every activation and a restarted host knows them before any holder re-announces (in one
+process; a cluster's hosts drop them instead, see ``opened``). The object-facing pieces (``ws`` handles, limits, the outbox) are in ``sockets.py``; the host's
 ``WebSockets`` section (``host.py``) turns the gateway's events into handler calls.
 
 Guarantees:
