@@ -4,8 +4,9 @@ Which client sockets each object accepted (id, tags, attachment, the holder proc
 connection) and each object's auto-response, kept in host memory for the host's lifetime and in
 the partition databases (``sockets``/``socket_auto`` tables, see ``partition.py``), so they
 outlive every activation and a restarted host knows them before any holder re-announces (in one
-process; a cluster's hosts drop them instead, see ``opened``). The object-facing pieces (``ws`` handles, limits, the outbox) are in ``sockets.py``; the host's
-``WebSockets`` section (``host.py``) turns the gateway's events into handler calls.
+process; a cluster's hosts drop them instead, see ``opened``). The object-facing pieces (``ws``
+handles, limits, the outbox) are in ``sockets.py``; the host's ``WebSockets`` section
+(``host.py``) turns the gateway's events into handler calls.
 
 Guarantees:
 - A socket's row is written before the object's reply to the upgrade leaves: rows are written
