@@ -9,6 +9,9 @@ msgpack arrays, no length prefix (``msgpack.Unpacker``); the first element is th
       [FETCH,  rid, partition, epoch, ns, oid, name, head, chunk, more]
       [BODY,   rid, chunk, more]                        further request body (<= 256 KiB each)
       [CANCEL, rid]
+      [ATTACH, 0, holder]                               WebSockets held by ``holder`` (relay.py)
+      [SOCKET, rid, partition, epoch, ns, oid, name, event, args]   a held socket's event
+      [DROPPED, 0, sid]                                 its handshake failed after the accept
     host -> caller
       [REPLY,  rid, payload]                            payload: value-codec bytes (RPC)
       [ERROR,  rid, module, qualname, message, flags, args]
@@ -18,7 +21,7 @@ msgpack arrays, no length prefix (``msgpack.Unpacker``); the first element is th
       [NOT_OWNER, rid, partition, epoch]                nothing ran; re-resolve and resend
       [RESPONSE, rid, status, headers, chunk, more]     fetch response head and first chunk
       [BODY,   rid, chunk, more]                        further response body
-      [PUSH,   ...]                                     WebSocket frames from objects (issue #5)
+      [PUSH,   0, ops]                                  ops for the holder attached on this link
 
 ``head`` is ``[method, scheme, path, query, headers, server]`` with headers as a list of
 ``[name, value]`` byte pairs.
@@ -86,6 +89,9 @@ class Frame(IntEnum):
     FETCH = 2
     BODY = 3
     CANCEL = 4
+    ATTACH = 5
+    SOCKET = 6
+    DROPPED = 7
     REPLY = 10
     ERROR = 11
     NOT_OWNER = 12
@@ -327,9 +333,10 @@ CallHandler = Callable[[list[Any]], Awaitable[list[Any]]]
 class ChannelServer:
     """Serves one host's channel; ``handle(frame)`` runs a CALL/FETCH and returns reply frames."""
 
-    def __init__(self, token: str, handle: CallHandler) -> None:
+    def __init__(self, token: str, handle: CallHandler, holders: Any = None) -> None:
         self.token = token
         self.handle = handle
+        self.holders = holders  # relay.HolderLinks: frame(frame, send), closed(send)
         self._servers: list[asyncio.AbstractServer] = []
         self._unix: Path | None = None
         self._refusals: dict[str, float] = {}  # peer -> when its refusal was last logged
@@ -385,6 +392,8 @@ class ChannelServer:
         finally:
             self._links.discard(link)
             link.close()
+            if self.holders is not None:
+                self.holders.closed(link.send)
 
     def _greeted(self, hello: Any) -> bool:
         """A HELLO carrying this cluster's token (constant-time compare: no timing oracle)."""
@@ -420,7 +429,10 @@ class ChannelServer:
                 return
             del bodies[frame[1]]
             frame = [*head[:-2], b"".join(chunks), False]
-        elif kind not in (Frame.CALL, Frame.FETCH):
+        elif kind in (Frame.ATTACH, Frame.DROPPED) and self.holders is not None:
+            self.holders.frame(frame, link.send)
+            return
+        elif kind not in (Frame.CALL, Frame.FETCH, Frame.SOCKET):
             return  # CANCEL: calls are not interrupted once delivered (documented)
         task = asyncio.ensure_future(self._run(link, frame))
         self._tasks.add(task)
@@ -470,6 +482,9 @@ class ChannelClient:
         self._rids = itertools.count(1)
         self._reader: asyncio.Task[None] | None = None
         self.closed = False
+        self.greeting: list[Any] | None = None  # sent after each hello (relay.py: an ATTACH)
+        self.on_push: Callable[[list[Any]], None] | None = None  # PUSH frames' ops
+        self.on_lost: Callable[[], None] | None = None  # each connection's end
 
     async def request(self, frame_without_rid: list[Any], body: bytes | None = None) -> list[Any]:
         """Send one CALL/FETCH and wait for its answer frame (REPLY, RESPONSE, ERROR...)."""
@@ -517,6 +532,8 @@ class ChannelClient:
             reader, writer = await asyncio.open_connection(host, int(port), ssl=self.tls)
         link = _Link(reader, writer)
         link.send([Frame.HELLO, self.token])
+        if self.greeting is not None:
+            link.send(self.greeting)
         self._link = link
         self._reader = asyncio.ensure_future(self._read(link))
         return link
@@ -532,9 +549,14 @@ class ChannelClient:
                 self._link = None
             link.close()
             self._fail_all("the connection was closed")
+            if self.on_lost is not None:
+                self.on_lost()
 
     def _deliver(self, frame: list[Any]) -> None:
         kind, rid = frame[0], frame[1]
+        if kind == Frame.PUSH and self.on_push is not None:
+            self.on_push(frame[2])
+            return
         if kind == Frame.RESPONSE and frame[-1]:
             self._bodies[rid] = (frame, [frame[-2]])
             return
@@ -548,6 +570,10 @@ class ChannelClient:
         future = self._pending.get(rid)
         if future is not None and not future.done():
             future.set_result(frame)
+
+    def notify(self, frame: list[Any]) -> None:
+        if self._link is not None and not self._link.writer.is_closing():
+            self._link.send(frame)  # no answer expected; no open connection: dropped
 
     def _fail_all(self, why: str) -> None:
         for future in self._pending.values():

@@ -5,8 +5,9 @@
 ``(websocket, env)``), then ``Worker(router=...)`` (a Starlette ``Router`` or list of routes; its
 endpoints get ``request`` and find the bindings at ``request.state.env``), then
 ``worker.static(path, directory)`` mounts. The gateway talks to objects only through ``env`` and,
-for hibernatable sockets, the ``sockets.SocketHost`` interface (an in-process ``Host`` today, a
-channel to remote hosts later): nothing here depends on where the objects run. Beside it:
+for hibernatable sockets, the ``sockets.SocketHost`` interface (an in-process ``Host``, or on a
+cluster of several slots ``relay.SocketRelay`` over the channel): nothing here depends on where
+the objects run. Beside it:
 ``frontdoor.py`` (connection limits under uvicorn), ``responses.py`` (errors and auth verdicts
 as JSON answers), ``upgrade.py`` (WebSocket routes and held sockets).
 
@@ -178,7 +179,7 @@ class Gateway:
             self.request_stats,
             self.namespace_stats,
             self.clients,
-            host if isinstance(host, Host) else None,
+            host if isinstance(host, Host) else getattr(host, "local", None),  # SocketRelay
             front_door=self.front_door,
         )
         self.registry = registry_for(collector)

@@ -3,9 +3,10 @@
 Which client sockets each object accepted (id, tags, attachment, the holder process that has the
 connection) and each object's auto-response, kept in host memory for the host's lifetime and in
 the partition databases (``sockets``/``socket_auto`` tables, see ``partition.py``), so they
-outlive every activation and a restarted host knows them before any holder re-announces. The
-object-facing pieces (``ws`` handles, limits, the outbox) are in ``sockets.py``; the host's
-``WebSockets`` section (``host.py``) turns the gateway's events into handler calls.
+outlive every activation and a restarted host knows them before any holder re-announces (in one
+process; a cluster's hosts drop them instead, see ``opened``). The object-facing pieces (``ws``
+handles, limits, the outbox) are in ``sockets.py``; the host's ``WebSockets`` section
+(``host.py``) turns the gateway's events into handler calls.
 
 Guarantees:
 - A socket's row is written before the object's reply to the upgrade leaves: rows are written
@@ -14,9 +15,14 @@ Guarantees:
 - Everything an object queues for the sockets of one holder in one flush leaves as one
   ``push``; consecutive sends of one payload are one ``("send", [sid, ...], data)`` op.
 - Reads (``peek``, ``listing``) never create an entry: objects that only ask leave nothing.
+- A partition leaving the host (``close_partition``: moved, or its lease lapsed) closes every
+  socket of its objects with 1012 (service restart; clients reconnect to the new owner), pushed
+  to their holders before the partition closes, and deletes their rows; a partition granted to a
+  host (``opened``) starts without sockets: rows found in it are of holders that closed them
+  (``relay.py``). Auto-responses are object state: they stay in the database and move with it.
 
 Does not guarantee: rows changed in the loop turn in which the host closes may not be written
-(a holder re-announcing, or ``attach(exclusive=True)``, reconciles them).
+(a holder re-announcing, ``attach(exclusive=True)`` or ``opened`` reconciles them).
 
 On failure: a push to a holder that is not attached is dropped (logged at debug); a failing sink
 is logged and the other holders still get theirs; a failed row write is logged.
@@ -259,6 +265,33 @@ class SocketRegistry:
             self._forget_if_empty(group)
         if persist:
             self.changed(record)
+
+    # -- partitions coming and going (cluster hosts; relay.py) ----------------------------------
+    def opened(self, index: int) -> None:
+        """A partition was granted to this host: its stored sockets are stale (their holders
+        closed them when it left its previous host, or lost that host), so drop them."""
+        partition = self.host.partitions[index]
+        dropped = partition.drop_sockets_except("")  # no holder is named "": every row
+        if dropped:
+            log.info("partition %d: dropped %d stale WebSocket rows", index, dropped)
+
+    def close_partition(self, index: int, code: int = 1012, reason: str = "moved") -> None:
+        """The partition leaves this host: close its objects' sockets (clients reconnect to the
+        new owner), forget them here and delete their rows while the partition is still open."""
+        count = self.host.partition_count
+        records = [r for r in self.by_sid.values() if r.oid.partition(count) == index]
+        by_holder: dict[str, list[Op]] = {}
+        for record in records:
+            by_holder.setdefault(record.holder, []).append(("close", record.sid, code, reason))
+            self.forget(record, persist=False)
+        for holder, ops in by_holder.items():
+            self.push(holder, ops)
+        for oid in [oid for oid in self.objects if oid.partition(count) == index]:
+            del self.objects[oid]  # auto-responses are read again if the partition comes back
+        self._loaded.discard(index)
+        partition = self.host.partitions.get(index)
+        if records and partition is not None and not partition.closed:
+            partition.save_sockets([], [r.sid for r in records], [])
 
     # -- persistence: one write per partition per loop turn -------------------------------------
     def changed(self, record: SocketRecord) -> None:

@@ -179,6 +179,7 @@ class Host:
         partition = self._partition(index)
         partition.open()
         self.partitions[index] = partition
+        self.sockets.opened(index)  # sockets never follow a partition: their rows are stale
         self._rearm_alarms(partition, on=True)
 
     def remove_partition(self, index: int) -> None:
@@ -190,6 +191,7 @@ class Host:
         for activation in list(self._active.values()):
             if activation.cache.partition is partition:
                 activation.reset(ObjectReset("its partition moved to another host; retry"))
+        self.sockets.close_partition(index)  # 1012: the clients reconnect to the new owner
         self._rearm_alarms(partition, on=False)
         del self.partitions[index]
         partition.close()

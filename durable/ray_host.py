@@ -21,6 +21,10 @@ Guarantees:
 - The HTTP port is bound (``SO_REUSEPORT``, so several slots of one node share it) only once every
   partition of the cluster has an owner; ``/healthz`` then answers 200.
 - ``stop()`` stops HTTP, commits, closes every database and releases every lock.
+- Hibernatable WebSockets work across slots: the gateway's ``SocketRelay`` sends socket events
+  to the slot owning the object (in process when it is this one) and that slot's pushes come
+  back as PUSH frames (``relay.py``); a partition leaving a slot, or a slot stopping, closes its
+  sockets with 1012 so clients reconnect.
 - The slot starts as every process running objects does (``env.start_host``) and serves HTTP
   as ``durable dev --in-process`` does (``server.GatewayServer``).
 
@@ -61,6 +65,7 @@ from durable.errors import DataDirInUse
 from durable.gateway import Health, build_app
 from durable.host import Host
 from durable.ids import ObjectId
+from durable.relay import HolderLinks, SocketRelay, socket_reply
 from durable.server import GatewayServer, bind
 from durable.transport import ClusterTransport, LocalOwner
 from durable.worker import Worker, load_worker
@@ -103,7 +108,7 @@ class HostSlot:
             worker, Path(cfg.data_dir), SystemClock(), partitions=cfg.partitions, owned=[],
             transport=transport,
         )  # fmt: skip
-        self.server = ChannelServer(cfg.token, self._handle)
+        self.server = ChannelServer(cfg.token, self._handle, HolderLinks(self.host))
         cfg.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         address = await self._listen()
         asked_at = time.monotonic()
@@ -190,14 +195,18 @@ class HostSlot:
         oid = ObjectId(bytes(raw), ns, name)
         if kind == Frame.CALL:
             return [[Frame.REPLY, rid, await self.host.call(oid, frame[7], bytes(frame[8]))]]
+        if kind == Frame.SOCKET:
+            return await socket_reply(self.host, frame)
         response = await self.host.fetch(oid, request_from(frame[7], bytes(frame[8])))
         return response_frames(rid, response)
 
     # -- HTTP ------------------------------------------------------------------------------------
     async def _serve_http(self, worker: Worker, env: Env) -> None:
-        # Sockets live in the slot's own Host; across slots they need the channel's push frames
-        # (TODO(#5)), so a single-slot cluster (the default on 2 cores) is their sole holder.
-        app = build_app(worker, env, self.health, self.host, sole_holder=self.config.slots == 1)
+        # Any slot's gateway holds sockets of any object: the relay calls this slot's Host in
+        # process and other slots over the channel (relay.py). No gateway is a sole holder:
+        # stale socket rows are dropped as partitions open (SocketRegistry.opened).
+        assert self.host is not None and self.transport is not None
+        app = build_app(worker, env, self.health, SocketRelay(self.host, self.transport))
         # The same front door as in process: connection limits, workerd's WebSocket close
         # handshake and message limit (``server_config``); the slots of a node share the port.
         host, port = self.config.http_host, self.config.http_port

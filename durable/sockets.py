@@ -5,7 +5,8 @@ registry of every socket (persisted per partition) is ``hibernation.py``.
 The work is split as in workerd (DESIGN §6). The gateway holds every client connection, answers
 auto-responses and fans frames out; the host keeps the registry (which sockets an object accepted,
 their tags and attachments) and runs the handlers. They meet at two narrow interfaces, so the same
-gateway serves an in-process ``Host`` or, later, hosts behind the channel::
+gateway serves an in-process ``Host`` or hosts behind the channel (``relay.py``: events as SOCKET
+frames, ops as PUSH frames, what holds across slots)::
 
     gateway -> host  (SocketHost)   attach / detach / socket_message / socket_closed /
                                     socket_error / socket_dropped / socket_auto_responded

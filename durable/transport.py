@@ -11,6 +11,8 @@ Guarantees:
   cluster has ``tls_cert``); ``channel="tcp"`` forces TCP everywhere (``Endpoint.dial``).
 - One channel connection per host per process; concurrent callers that find no owner share one
   read of the directory's table.
+- Hibernatable WebSockets (``relay.py``): once ``hold_sockets`` is called, every connection
+  attaches this process's gateway as a holder; a socket event is routed and resent as a call.
 
 Does not guarantee: knowing whether a call that failed with ``ConnectionLost`` ran: it may
 have; it is not resent, and its caller decides.
@@ -23,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -50,6 +53,10 @@ from durable.namespace import FetchResponse
 if TYPE_CHECKING:
     # Type only: a dedicated object's actor calls other objects through a ClusterTransport.
     from durable.dedicated import Dedicated
+
+
+LostHandler = Callable[[ChannelClient], None]  # a holder's connection to a host ended
+Holding = tuple[str, Callable[[list[Any]], None], LostHandler]
 
 
 @dataclass
@@ -88,6 +95,7 @@ class ClusterTransport:
         # How long a call waits for a partition to get a reachable owner: a restart or a
         # move takes about one lease TTL.
         self._patience = 1.5 * lease_ttl
+        self._holding: Holding | None = None  # hold_sockets(...)
 
     async def invoke(
         self,
@@ -160,6 +168,8 @@ class ClusterTransport:
             dial = Endpoint.parse(address).dial(self._node, self._channel)
             client = ChannelClient(dial, self._token, tls=self._tls)
             self._clients[address] = client
+            if self._holding is not None:
+                self._hold(client)
         return client
 
     async def _refresh(self) -> None:
@@ -174,6 +184,42 @@ class ClusterTransport:
     async def _read_table(self) -> None:
         table = await self._directory.table.remote()
         self._table = {int(p): (int(e), str(a)) for p, (e, a) in table.items()}
+
+    # -- hibernatable WebSockets across slots (relay.py) ----------------------------------------
+    def hold_sockets(
+        self, holder: str, on_push: Callable[[list[Any]], None], on_lost: LostHandler
+    ) -> None:
+        """Attach ``holder`` on every connection to a host: now on those open, and first thing
+        (the greeting after the hello) on each opened later."""
+        self._holding = (holder, on_push, on_lost)
+        for client in self._clients.values():
+            self._hold(client)
+            client.notify([Frame.ATTACH, 0, holder])
+
+    def _hold(self, client: ChannelClient) -> None:
+        assert self._holding is not None
+        holder, on_push, on_lost = self._holding
+        client.greeting = [Frame.ATTACH, 0, holder]
+        client.on_push = on_push
+        client.on_lost = partial(on_lost, client)
+
+    def host_for(self, oid: ObjectId) -> Host | None:
+        """This process's Host when it owns ``oid``'s partition now (no channel needed)."""
+        return self._local_host(oid)
+
+    async def socket_event(self, oid: ObjectId, event: str, args: list[Any]) -> None:
+        """A held socket's event for ``oid``'s owner: routed, and resent on ``not_owner``."""
+        await self._send(oid, [Frame.SOCKET], [event, args], None)
+
+    def notify_all(self, frame: list[Any]) -> None:
+        """Send an unanswered frame on every open connection (none is opened for it)."""
+        for client in self._clients.values():
+            client.notify(frame)
+
+    def partitions_at(self, client: ChannelClient) -> set[int]:
+        """The partitions the table last said ``client``'s host owns."""
+        addresses = {a for a, c in self._clients.items() if c is client}
+        return {p for p, (_, a) in self._table.items() if a in addresses}
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._clients.values()))

@@ -16,7 +16,7 @@ Layers, lowest first. A module imports modules of its own layer or of lower ones
 4. gateway and cluster: HTTP and WebSockets (``gateway``, ``frontdoor``, ``upgrade``,
    ``responses``, ``fanout``, ``metrics``, ``server`` and its ``collector``), the data path and
    placement on Ray (``channel``, ``directory``, ``cluster``, ``transport``, ``dedicated``,
-   ``ray_host``), ``connect`` (``connection``), and the ``routers`` and ``patterns`` packages,
+   ``ray_host``, and ``relay``: WebSockets across slots), ``connect`` (``connection``), and the ``routers`` and ``patterns`` packages,
    each placed as a whole: a module added under them is in their layer.
 5. entry points: the ``durable`` command (``cli``, ``bench``, ``inspect``, ``backup``), the test
    kit users import (``testing``) and the package's facade (``durable/__init__.py``). No runtime
@@ -56,8 +56,8 @@ LAYERS: list[tuple[str, set[str]]] = [
         "gateway and cluster",
         {
             "channel", "cluster", "collector", "connection", "dedicated", "directory", "fanout",
-            "frontdoor", "gateway", "metrics", "patterns", "ray_host", "responses", "routers",
-            "server", "transport", "upgrade",
+            "frontdoor", "gateway", "metrics", "patterns", "ray_host", "relay", "responses",
+            "routers", "server", "transport", "upgrade",
         },
     ),
     ("entry points", {"__init__", "backup", "bench", "cli", "inspect", "testing"}),

@@ -6,7 +6,8 @@ same module path on both sides and is re-raised as itself.
 
 ``Tally`` counts calls and stores, with each count, the pid and Ray node of the process that ran
 it: crash and fencing tests read those to check that no write was lost or applied twice, and that
-an object never ran in two processes at once.
+an object never ran in two processes at once. ``Room`` (``/room/{name}``) broadcasts each message
+to its WebSockets, wherever they connected.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from durable import DurableObject, JSONResponse, Request, Response, Worker
+from durable import DurableObject, JSONResponse, Request, Response, WebSocket, Worker
 from tests.conformance.test_ids import IdProbe
 from tests.conformance.test_input_gates import Counter
 from tests.conformance.test_list import Lister
@@ -87,6 +88,20 @@ class Failing(DurableObject):
         return int(await self.ctx.storage.get("n", 0))
 
 
+class Room(DurableObject):
+    """A chat room: every message goes to every socket of the room, through any gateway."""
+
+    async def fetch(self, request: Request) -> Response:
+        return self.ctx.accept_websocket(request)
+
+    async def websocket_message(self, ws: Any, message: str | bytes) -> None:
+        for peer in self.ctx.get_websockets():
+            peer.send(message)
+
+    async def members(self) -> int:
+        return len(self.ctx.get_websockets())
+
+
 worker = Worker(
     objects={
         "RPC": Rpc,
@@ -100,8 +115,14 @@ worker = Worker(
         "TALLY": Tally,
         "ALARMED": Alarmed,
         "FAILING": Failing,
+        "ROOM": Room,
     }
 )
+
+
+@worker.websocket_route("/room/{name}")
+async def room(websocket: WebSocket, env: Any) -> Any:
+    return await env.ROOM.get_by_name(websocket.path_params["name"]).fetch(websocket)
 
 
 @worker.route("/tally/{name}")

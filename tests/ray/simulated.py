@@ -6,7 +6,8 @@ line. Inside it, ``RayNodes`` starts one Ray node per name (a custom resource of
 actors to it) and ``Slots`` one host slot per node, each on its own data directory
 (``OUT_DIR/<node>``) and HTTP port, with the directory on the first node: ``Cluster.start``
 cannot place them so (it names no node and has one data dir for every slot), so the actors are
-created here with the same classes and arguments it uses.
+created here with the same classes and arguments it uses; ``Slots(..., channel="tcp")`` and other
+``ClusterConfig`` fields apply to every slot.
 """
 
 from __future__ import annotations
@@ -85,12 +86,12 @@ class RayNodes:
 class Slots:
     """The directory (on the first node) and one host slot per node, each on ``out/<node>``."""
 
-    def __init__(self, out: Path, nodes: Sequence[str], partitions: int) -> None:
+    def __init__(self, out: Path, nodes: Sequence[str], partitions: int, **config: Any) -> None:
         from durable.cluster import DIRECTORY, RAY_NAMESPACE
         from durable.directory import directory_actor_class
 
         self.out, self.nodes, self.partitions = out, list(nodes), partitions
-        base = make_config(out / nodes[0], slots=len(nodes), partitions=partitions)
+        base = make_config(out / nodes[0], slots=len(nodes), partitions=partitions, **config)
         self.configs = [
             dataclasses.replace(base, data_dir=str((out / node).resolve()), http_port=free_port())
             for node in nodes
