@@ -62,7 +62,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from durable.backup import copy_partition
-from durable.channel import CHUNK, ChannelClient, Frame, answer
+from durable.channel import CHUNK, ChannelClient, Endpoint, Frame, answer
 from durable.host import Host
 
 log = logging.getLogger("durable.moves")
@@ -380,3 +380,52 @@ def drain_on_sigterm(
 
 
 _RAY_EXIT = "raise_sys_exit_with_custom_error_message"  # what a Ray worker's SIGTERM calls
+
+
+# -- durable drain ------------------------------------------------------------------------------
+Progress = Callable[[int, int, str], None]  # (done, total, what), as ``backup.Progress``
+
+
+@dataclass(frozen=True)
+class Drained:
+    """What ``drain_node`` did: the node's home id, the partitions moved and those given up."""
+
+    node: str
+    moved: list[int]
+    failed: dict[int, str]
+
+
+def node_named(nodes: dict[int, tuple[str, str]], name: str) -> str:
+    """The home id ``name`` stands for: a home id or a Ray node id (``nodes``: slot -> (home id,
+    channel address), as ``DirectoryActor.nodes``), or a prefix matching exactly one node.
+
+    >>> node_named({0: ("host/5f2a", "node=9c1e;unix=/s;tcp=10.0.0.2:7")}, "9c1")
+    'host/5f2a'
+    """
+    known = {home: {home, Endpoint.parse(address).node} for home, address in nodes.values()}
+    exact = {home for home, names in known.items() if name in names}
+    matches = exact or {h for h, names in known.items() if any(n.startswith(name) for n in names)}
+    if len(matches) != 1:
+        listed = ", ".join(sorted(known)) or "none"
+        what = "matches several nodes" if matches else "is no node of this cluster"
+        raise ValueError(f"{name!r} {what} (home ids: {listed})")
+    return matches.pop()
+
+
+async def drain_node(
+    directory: Any, name: str, progress: Progress | None = None, every: float = 0.2
+) -> Drained:
+    """Plan moving every partition homed on node ``name`` elsewhere (``Directory.drain``) and
+    follow the slots running the moves until each partition moved or was given up."""
+    node = node_named(await directory.nodes.remote(), name)
+    partitions = list(await directory.drain.remote(node))
+    while True:
+        status = await directory.move_status.remote()
+        left = set(status["homes"].get(node, []))
+        failed = {p: why for p, why in status["failed"].items() if p in partitions}
+        moved = [p for p in partitions if p not in left]
+        if progress is not None:
+            progress(len(moved) + len(failed), len(partitions), f"{len(moved)} moved")
+        if len(moved) + len(failed) >= len(partitions):
+            return Drained(node, moved, failed)
+        await asyncio.sleep(every)

@@ -17,7 +17,15 @@ import durable
 from durable.channel import ChannelServer, Frame
 from durable.directory import MOVE_ATTEMPTS, Directory, rendezvous
 from durable.host import Host, host_of
-from durable.moves import Arrivals, Departures, Order, Outcome, partition_folder
+from durable.moves import (
+    Arrivals,
+    Departures,
+    Order,
+    Outcome,
+    drain_node,
+    node_named,
+    partition_folder,
+)
 from durable.testing import wait_all_tasks_blocked
 
 # -- the directory's bookkeeping -----------------------------------------------------------------
@@ -360,3 +368,76 @@ async def test_a_running_call_finishes_before_the_copy_and_a_new_one_waits_for_t
     async with durable.connect(worker, data_dir=tmp_path / "b") as env:
         database = partition_folder(tmp_path / "b", 5) / "partition.sqlite"
         assert sqlite3.connect(database).execute("SELECT count(*) FROM kv").fetchone()[0] == 1
+
+
+# -- durable drain -------------------------------------------------------------------------------
+
+
+class MovingCluster:
+    """A directory whose slots run each planned move when progress is asked (standing in for
+    their renewals); partitions in ``failing`` abort every time."""
+
+    def __init__(self, failing: frozenset[int] = frozenset()) -> None:
+        self.d = Directory(8, ttl=10.0, now=Ticks())
+        self.d.register(0, "node=ray-a;unix=/a;tcp=10.0.0.1:1", "host-a/1")
+        self.d.register(1, "node=ray-b;unix=/b;tcp=10.0.0.2:1", "host-b/2")
+        self.d.planned.clear()  # every partition stays on host-a until a drain
+        self.failing = failing
+
+    def nodes(self) -> dict[int, tuple[str, str]]:
+        return {s: (n, self.d.slots[s]) for s, n in self.d.nodes.items()}
+
+    def drain(self, node: str) -> list[int]:
+        return self.d.drain(node)
+
+    def move_status(self) -> dict[str, Any]:
+        for slot in list(self.d.slots):
+            order = self.d.next_move(slot)
+            if order is not None and order[0] in self.failing:
+                self.d.abort_move(order[0], order[1], "the copy is corrupt")
+            elif order is not None:
+                self.d.finish_move(order[0], order[1])
+        return self.d.move_status()
+
+
+def test_node_named_takes_a_home_id_a_ray_node_id_or_a_unique_prefix() -> None:
+    nodes = MovingCluster().nodes()
+    assert node_named(nodes, "host-a/1") == node_named(nodes, "ray-a") == "host-a/1"
+    assert node_named(nodes, "host-b") == "host-b/2"
+    with pytest.raises(ValueError, match="matches several nodes"):
+        node_named(nodes, "host-")
+    with pytest.raises(ValueError, match=r"'zz' is no node of this cluster \(home ids: host-a/1"):
+        node_named(nodes, "zz")
+
+
+async def test_drain_node_follows_the_moves_until_the_node_holds_nothing() -> None:
+    cluster = MovingCluster()
+    seen: list[tuple[int, int]] = []
+    drained = await drain_node(
+        ActorLike(cluster), "ray-a", lambda done, total, _: seen.append((done, total)), every=0
+    )
+    homed = [p for p, home in cluster.d.homes.items() if home == "host-a/1"]
+    assert drained.node == "host-a/1" and homed == [] and drained.failed == {}
+    assert seen[-1][0] == seen[-1][1] == len(drained.moved) == 8
+
+
+def test_durable_drain_exits_0_when_done_1_if_a_move_was_given_up_2_for_an_unknown_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from durable import cli
+
+    runner = CliRunner()
+    cluster = MovingCluster()
+    monkeypatch.setattr(cli, "_directory_at", lambda address: ActorLike(cluster))
+    done = runner.invoke(cli.app, ["drain", "host-a"])
+    assert done.exit_code == 0, done.output
+    assert "drained host-a/1: 8 partition(s) moved" in done.output
+    assert set(cluster.d.homes.values()) == {"host-b/2"}
+
+    cluster = MovingCluster(failing=frozenset({0, 1, 2, 3, 4, 5, 6, 7}))
+    given_up = runner.invoke(cli.app, ["drain", "host-a"])
+    assert given_up.exit_code == 1 and "not moved: the copy is corrupt" in given_up.output
+    unknown = runner.invoke(cli.app, ["drain", "nowhere"])
+    assert unknown.exit_code == 2 and "is no node of this cluster" in unknown.output
