@@ -117,6 +117,7 @@ class Move:
     source: int
     target: int
     epoch: int
+    started: float  # the directory's clock when it was handed out
 
 
 @dataclass
@@ -142,6 +143,7 @@ class Directory:
     moves: dict[int, Move] = field(default_factory=dict)  # partition -> move being run
     attempts: dict[int, int] = field(default_factory=dict)  # partition -> moves aborted
     moved: list[int] = field(default_factory=list)  # partitions moved, in order
+    seconds: dict[int, float] = field(default_factory=dict)  # partition -> its last move took
     failed: dict[int, str] = field(default_factory=dict)  # partition -> why its move gave up
     draining: set[str] = field(default_factory=set)  # nodes no partition is planned onto
     on_epoch: Callable[[int, int], None] = lambda partition, epoch: None
@@ -302,7 +304,7 @@ class Directory:
                 del self.planned[partition]  # already there (e.g. planned twice)
                 continue
             del self.planned[partition]
-            self.moves[partition] = Move(partition, slot, target, lease.epoch)
+            self.moves[partition] = Move(partition, slot, target, lease.epoch, now)
             return partition, lease.epoch, target, self.slots[target]
         return None
 
@@ -327,6 +329,7 @@ class Directory:
         self.on_home(partition, self.homes[partition])  # persisted before the grant below
         self.pins[partition] = move.target
         self.moved.append(partition)
+        self.seconds[partition] = now - move.started
         return self._grant(partition, move.target, now).epoch
 
     def abort_move(self, partition: int, epoch: int, why: str) -> None:
@@ -344,8 +347,9 @@ class Directory:
             del self.attempts[partition]
 
     def move_status(self) -> dict[str, Any]:
-        """Planned, running, done and failed moves, and each node's partitions (``durable
-        drain``'s progress)."""
+        """Planned, running, done and failed moves, how long each done one took (from being
+        handed out to the switch: the time its calls waited), and each node's partitions
+        (``durable drain``'s progress)."""
         by_node: dict[str, list[int]] = {}
         for partition, home in sorted(self.homes.items()):
             by_node.setdefault(home, []).append(partition)
@@ -353,6 +357,7 @@ class Directory:
             "planned": sorted(self.planned),
             "running": sorted(self.moves),
             "moved": list(self.moved),
+            "seconds": dict(self.seconds),
             "failed": dict(self.failed),
             "draining": sorted(self.draining),
             "homes": by_node,
