@@ -19,10 +19,11 @@ msgpack arrays, no length prefix (``msgpack.Unpacker``); the first element is th
       [RESPONSE, rid, status, headers, chunk, more]     fetch response head and first chunk
       [BODY,   rid, chunk, more]                        further response body
       [PUSH,   ...]                                     WebSocket frames from objects (issue #5)
-    source host -> target host (a planned move, ``durable.moves``; one rid per move)
+    source host -> target host (a planned move, ``durable.moves``; each answered REPLY or ERROR,
+    handled in arrival order like calls)
       [MOVE,      rid, partition, epoch, files]         files: [[path, bytes, sha256], ...]
       [MOVE_DATA, rid, partition, epoch, index, chunk]  the files' bytes in order (<= 256 KiB)
-      [MOVE_DONE, rid, partition, epoch]                verify, place -> REPLY or ERROR
+      [MOVE_DONE, rid, partition, epoch]                verify, place
       [MOVE_UNDO, rid, partition, epoch]                the switch was refused: drop the copy
 
 ``head`` is ``[method, scheme, path, query, headers, server]`` with headers as a list of
@@ -67,7 +68,7 @@ import os
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -103,9 +104,6 @@ class Frame(IntEnum):
 
 
 MOVE_KINDS = frozenset((Frame.MOVE, Frame.MOVE_DATA, Frame.MOVE_DONE, Frame.MOVE_UNDO))
-# A move frame's handler: runs at once, in arrival order (so a file's chunks are written in
-# order and a fast sender waits for the disk); an awaitable's frames are the answer.
-MoveHandler = Callable[[list[Any]], Awaitable[list[list[Any]]] | None]
 
 
 class MalformedFrame(ValueError):
@@ -342,10 +340,9 @@ CallHandler = Callable[[list[Any]], Awaitable[list[Any]]]
 class ChannelServer:
     """Serves one host's channel; ``handle(frame)`` runs a CALL/FETCH and returns reply frames."""
 
-    def __init__(self, token: str, handle: CallHandler, moves: MoveHandler | None = None) -> None:
+    def __init__(self, token: str, handle: CallHandler) -> None:
         self.token = token
         self.handle = handle
-        self.moves = moves
         self._servers: list[asyncio.AbstractServer] = []
         self._unix: Path | None = None
         self._refusals: dict[str, float] = {}  # peer -> when its refusal was last logged
@@ -436,33 +433,11 @@ class ChannelServer:
                 return
             del bodies[frame[1]]
             frame = [*head[:-2], b"".join(chunks), False]
-        elif kind in MOVE_KINDS and self.moves is not None:
-            self._move(link, frame, self.moves)
-            return
-        elif kind not in (Frame.CALL, Frame.FETCH):
+        elif kind not in (Frame.CALL, Frame.FETCH) and kind not in MOVE_KINDS:
             return  # CANCEL: calls are not interrupted once delivered (documented)
         task = asyncio.ensure_future(self._run(link, frame))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _move(self, link: _Link, frame: list[Any], handler: MoveHandler) -> None:
-        try:
-            answer = handler(frame)
-        except Exception as error:
-            link.send(error_frame(frame[1], error))
-            return
-        if answer is not None:
-            task = asyncio.ensure_future(self._answer(link, frame[1], answer))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _answer(self, link: _Link, rid: int, answer: Awaitable[list[list[Any]]]) -> None:
-        try:
-            replies = await answer
-        except Exception as error:
-            replies = [error_frame(rid, error)]
-        for reply in replies:
-            link.send(reply)
 
     async def _run(self, link: _Link, frame: list[Any]) -> None:
         try:
@@ -529,31 +504,6 @@ class ChannelClient:
             for i, chunk in enumerate(chunks[1:], start=2):
                 link.send([Frame.BODY, rid, chunk, i < len(chunks)])
         try:
-            return await future
-        finally:
-            self._pending.pop(rid, None)
-
-    async def stream(self, frames: AsyncIterator[list[Any]]) -> list[Any]:
-        """Send ``frames`` (without rid) under one request id, each written and drained before
-        the next is read (a file of any size never sits in memory); the answer frame. Stops
-        sending early if the host answers first (an error)."""
-        try:
-            link = await self._connect()
-        except OSError as error:
-            raise NotSent(f"{self.address}: {error}") from error
-        rid = next(self._rids)
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = future
-        try:
-            async for kind, *rest in frames:
-                if future.done():
-                    break
-                link.send([kind, rid, *rest])
-                link._flush()
-                try:
-                    await link.writer.drain()
-                except ConnectionError as error:
-                    raise ConnectionLost(f"{self.address}: {error}") from error
             return await future
         finally:
             self._pending.pop(rid, None)

@@ -10,7 +10,7 @@ The source slot (``Departures``) runs one move it was handed (``Directory.next_m
     close   commit, close the partition and its object files, unschedule its alarms
     copy    SQLite's online backup API, into a staging folder (``backup.copy_partition``:
             the partition database and the object files it marks as promoted, sha256 each)
-    stream  MOVE, MOVE_DATA (<= 256 KiB each, written and drained one at a time), MOVE_DONE
+    stream  MOVE, MOVE_DATA (<= 256 KiB each, at most ``WINDOW`` unanswered), MOVE_DONE
             over the channel to the target slot (``Arrivals``), which writes into its own data
             dir, checks sizes and sha256 and renames the folder into place (fsynced)
     switch  ``Directory.finish_move``: the new home is persisted, then a new epoch, then the
@@ -56,7 +56,8 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections import deque
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -67,6 +68,7 @@ from durable.host import Host
 
 log = logging.getLogger("durable.moves")
 QUIESCE = 10.0  # seconds a move waits for the partition's running events before it aborts
+WINDOW = 8  # chunks sent and not yet answered: bounds the memory a move holds (8 x 256 KiB)
 INCOMING = ".incoming-"  # partitions/.incoming-0007-12: a copy being received (epoch 12)
 
 
@@ -207,16 +209,22 @@ async def _send(client: ChannelClient, order: Order, root: Path, entry: dict[str
         for path, digest in zip(paths, sums, strict=True)
     ]
     p, e = order.partition, order.epoch
-
-    async def frames() -> AsyncIterator[list[Any]]:
-        yield [Frame.MOVE, p, e, files]
+    answer(await client.request([Frame.MOVE, p, e, files]))  # connected: the rest keeps order
+    sent: deque[asyncio.Future[list[Any]]] = deque()
+    try:
         for index, path in enumerate(paths):
             with path.open("rb") as file:
                 while chunk := await asyncio.to_thread(file.read, CHUNK):
-                    yield [Frame.MOVE_DATA, p, e, index, chunk]
-        yield [Frame.MOVE_DONE, p, e]
-
-    answer(await client.stream(frames()))
+                    frame = [Frame.MOVE_DATA, p, e, index, chunk]
+                    sent.append(asyncio.ensure_future(client.request(frame)))
+                    if len(sent) >= WINDOW:
+                        answer(await sent.popleft())
+        while sent:
+            answer(await sent.popleft())
+    finally:
+        for future in sent:  # an error was answered first: the rest are moot
+            future.cancel()
+    answer(await client.request([Frame.MOVE_DONE, p, e]))
 
 
 # -- the target ---------------------------------------------------------------------------------
@@ -233,7 +241,7 @@ class Incoming:
 
 
 class Arrivals:
-    """The target side of moves: the channel's move frames (``ChannelServer(moves=...)``)."""
+    """The target side of moves: the channel's move frames (``MOVE_KINDS``)."""
 
     def __init__(self, data_dir: Path, serving: Callable[[int], bool]) -> None:
         self.data_dir = data_dir
@@ -243,17 +251,20 @@ class Arrivals:
         for stale in (data_dir / "partitions").glob(INCOMING + "*"):
             shutil.rmtree(stale, ignore_errors=True)  # a previous run died receiving it
 
-    def receive(self, frame: list[Any]) -> Awaitable[list[list[Any]]] | None:
+    async def receive(self, frame: list[Any]) -> list[list[Any]]:
+        """Answer one move frame. MOVE and MOVE_DATA are handled before the first ``await``:
+        frames arrive in order and the channel starts their tasks in order, so a file's chunks
+        are written in order."""
         kind, rid, partition, epoch = frame[:4]
         if kind == Frame.MOVE:
             self._begin(partition, epoch, frame[4])
         elif kind == Frame.MOVE_DATA:
             self._write(partition, epoch, frame[4], bytes(frame[5]))
         elif kind == Frame.MOVE_DONE:
-            return self._done(rid, partition, epoch)
+            await self._done(partition, epoch)
         else:
-            return self._undo(rid, partition, epoch)
-        return None
+            await self._undo(partition, epoch)
+        return [[Frame.REPLY, rid, b""]]
 
     def _begin(self, partition: int, epoch: int, files: list[list[Any]]) -> None:
         if self.serving(partition):
@@ -304,7 +315,7 @@ class Arrivals:
                 raise MoveRefused(f"{path} does not match its sha256: the copy is corrupt")
             incoming.index += 1
 
-    async def _done(self, rid: int, partition: int, epoch: int) -> list[list[Any]]:
+    async def _done(self, partition: int, epoch: int) -> None:
         incoming = self.incoming.pop((partition, epoch), None)
         if incoming is None or incoming.index < len(incoming.files):
             self._drop(partition, epoch)
@@ -314,7 +325,6 @@ class Arrivals:
             raise MoveRefused(f"partition {partition} is served here already")
         await asyncio.to_thread(self._place, incoming.folder, partition)
         self.placed[partition] = epoch
-        return [[Frame.REPLY, rid, b""]]
 
     def _place(self, folder: Path, partition: int) -> None:
         """Rename the verified folder into place; an older copy (a former home) goes first."""
@@ -330,12 +340,11 @@ class Arrivals:
         folder.rename(final)
         _fsync_dir(final.parent)
 
-    async def _undo(self, rid: int, partition: int, epoch: int) -> list[list[Any]]:
+    async def _undo(self, partition: int, epoch: int) -> None:
         self._drop(partition, epoch)
         if self.placed.get(partition) == epoch and not self.serving(partition):
             del self.placed[partition]
             await asyncio.to_thread(shutil.rmtree, partition_folder(self.data_dir, partition), True)
-        return [[Frame.REPLY, rid, b""]]
 
     def _drop(self, partition: int, epoch: int) -> None:
         incoming = self.incoming.pop((partition, epoch), None)

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from durable.channel import (
+    MOVE_KINDS,
     ChannelClient,
     ChannelServer,
     Endpoint,
@@ -115,7 +116,7 @@ class HostSlot:
             worker, Path(cfg.data_dir), SystemClock(), partitions=cfg.partitions, owned=[],
             transport=transport,
         )  # fmt: skip
-        self.server = ChannelServer(cfg.token, self._handle, self.arrivals.receive)
+        self.server = ChannelServer(cfg.token, self._handle)
         cfg.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         address = await self._listen()
         asked_at = time.monotonic()
@@ -199,6 +200,8 @@ class HostSlot:
 
     # -- the channel ----------------------------------------------------------------------------
     async def _handle(self, frame: list[Any]) -> list[list[Any]]:
+        if frame[0] in MOVE_KINDS:  # a partition moving here from another slot
+            return await self.arrivals.receive(frame)
         kind, rid, partition, epoch, ns, raw, name = frame[:7]
         await self.departures.settled(partition)  # moving: wait, then not_owner or run here
         if self.owned.get(partition) != epoch or self.host is None:

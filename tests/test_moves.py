@@ -179,6 +179,10 @@ class Notes(durable.DurableObject):
         sql.exec("CREATE TABLE IF NOT EXISTS notes (text TEXT)")
         sql.exec("INSERT INTO notes VALUES (?)", text)
 
+    async def fill(self, mb: int) -> None:
+        for _ in range(mb):
+            self.ctx.storage.sql.exec("INSERT INTO notes VALUES (hex(randomblob(500000)))")
+
     async def notes(self) -> list[str]:
         return [r["text"] for r in self.ctx.storage.sql.exec("SELECT text FROM notes").to_list()]
 
@@ -223,10 +227,10 @@ async def target(
     (tmp_path / "b").mkdir()
     arrivals = Arrivals(tmp_path / "b", lambda partition: False)
 
-    async def no_calls(frame: list[Any]) -> list[Any]:
-        raise AssertionError("no call goes to the target here")
+    async def handle(frame: list[Any]) -> list[Any]:
+        return await arrivals.receive(tamper(frame))
 
-    server = ChannelServer("token", no_calls, lambda frame: arrivals.receive(tamper(frame)))
+    server = ChannelServer("token", handle)
     address = await server.start_tcp("127.0.0.1", 0)
     try:
         yield server, arrivals, address.removeprefix("tcp:")
@@ -280,6 +284,7 @@ async def test_a_moved_partition_is_verified_switched_and_deleted_at_the_source(
         kv, promoted = names_in(env, 5, 2)
         await env.NOTES.get_by_name(kv).put({"big": "x" * 100_000})
         await env.NOTES.get_by_name(promoted).promote("kept")
+        await env.NOTES.get_by_name(promoted).fill(3)  # 3 MB: 12 chunks, sent 8 at a time
         outcome, owned = await move(host_of(env), directory, 5, address)
         assert outcome is Outcome.SWITCHED and 5 not in owned
         assert not partition_folder(tmp_path / "a", 5).exists()  # deleted after the switch
@@ -289,7 +294,8 @@ async def test_a_moved_partition_is_verified_switched_and_deleted_at_the_source(
     assert directory.homes[5] == "b" and directory.leases[5].slot == 1
     async with durable.connect(worker, data_dir=tmp_path / "b") as env:
         assert await env.NOTES.get_by_name(kv).get() == {"big": "x" * 100_000}
-        assert await env.NOTES.get_by_name(promoted).notes() == ["kept"]
+        notes = await env.NOTES.get_by_name(promoted).notes()
+        assert notes[0] == "kept" and [len(n) for n in notes[1:]] == [1_000_000] * 3
 
 
 def corrupt(frame: list[Any]) -> list[Any]:
