@@ -49,7 +49,6 @@ import typer
 
 from durable.backup import Progress, backup, restore
 from durable.bench import STUDIES, run_suite
-from durable.channel import Endpoint
 from durable.cluster import DIRECTORY, RAY_NAMESPACE, ClusterConfig, default_slots, new_token
 from durable.connection import connect
 from durable.env import read_meta
@@ -57,7 +56,7 @@ from durable.errors import DataDirInUse, DurableError, InvalidArgument, PortInUs
 from durable.gateway import Health, build_app
 from durable.host import host_of
 from durable.logs import configure as configure_logs
-from durable.moves import drain_node
+from durable.moves import drain_node, node_table
 from durable.partition import Partition
 from durable.ray_host import Cluster
 from durable.server import GatewayServer, bind
@@ -431,18 +430,12 @@ def _directory_at(address: str) -> Any:
 @app.command()
 def nodes(address: str = RAY_ADDRESS) -> None:
     """The nodes of a running cluster: home id, Ray node id, slots and partitions homed there."""
-    import ray
     from rich.console import Console
     from rich.table import Table
 
-    directory = _directory_at(address)
-    slots = ray.get(directory.nodes.remote())
-    homes = ray.get(directory.move_status.remote())["homes"]
     table = Table("home id", "Ray node id", "slots", "partitions")
-    for home in sorted({home for home, _ in slots.values()}):
-        ray_ids = sorted({Endpoint.parse(a).node for h, a in slots.values() if h == home})
-        count = sum(h == home for h, _ in slots.values())
-        table.add_row(home, " ".join(ray_ids), str(count), str(len(homes.get(home, []))))
+    for home, ray_ids, slots, partitions in asyncio.run(node_table(_directory_at(address))):
+        table.add_row(home, ray_ids, str(slots), str(len(partitions)))
     Console().print(table)
 
 

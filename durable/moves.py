@@ -421,6 +421,22 @@ def node_named(nodes: dict[int, tuple[str, str]], name: str) -> str:
     return matches.pop()
 
 
+async def node_table(directory: Any) -> list[tuple[str, str, int, list[int]]]:
+    """Per node: its home id, its Ray node ids, its slots and the partitions homed there
+    (``durable nodes``)."""
+    slots = await directory.nodes.remote()
+    homes = (await directory.move_status.remote())["homes"]
+    return [
+        (
+            home,
+            " ".join(sorted({Endpoint.parse(a).node for h, a in slots.values() if h == home})),
+            sum(h == home for h, _ in slots.values()),
+            list(homes.get(home, [])),
+        )
+        for home in sorted({home for home, _ in slots.values()})
+    ]
+
+
 async def drain_node(
     directory: Any, name: str, progress: Progress | None = None, every: float = 0.2
 ) -> Drained:

@@ -447,3 +447,20 @@ def test_durable_drain_exits_0_when_done_1_if_a_move_was_given_up_2_for_an_unkno
     assert given_up.exit_code == 1 and "not moved: the copy is corrupt" in given_up.output
     unknown = runner.invoke(cli.app, ["drain", "nowhere"])
     assert unknown.exit_code == 2 and "is no node of this cluster" in unknown.output
+
+
+def test_durable_nodes_lists_each_node_s_ids_slots_and_partitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from durable import cli
+
+    monkeypatch.setattr(cli, "_directory_at", lambda address: ActorLike(MovingCluster()))
+    listed = CliRunner().invoke(cli.app, ["nodes"], env={"COLUMNS": "120"})
+    assert listed.exit_code == 0, listed.output
+    rows = [line.split() for line in listed.output.splitlines() if "host-" in line]
+    assert [[c for c in row if c not in "│┃"] for row in rows] == [
+        ["host-a/1", "ray-a", "1", "8"],
+        ["host-b/2", "ray-b", "1", "0"],
+    ]
