@@ -288,24 +288,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="durable-moves-") as tmp:
         measured = asyncio.run(measure(args, Path(tmp)))
-    result: dict[str, Any] = {
-        "meta": report.machine_meta(args=sys.argv[1:] if argv is None else list(argv)),
-        "settings": {
-            "objects": args.objects,
-            "window": args.window,
-            "clients": CLIENTS,
-            "partitions": PARTITIONS,
-            "drain_objects": DRAIN_OBJECTS,
-            "big_mb": args.big_mb,
-        },
-        **measured,
-    }
-    result["goals"] = [g.as_dict() for g in goals(result)]
-    report.write_json(report.RESULTS / f"{args.output}.json", result)
-    plot(result, report.RESULTS / f"{args.output}.png")
-    print_tables(result)
-    report.print_goals(goals(result))
+    chosen = {k: v for k, v in vars(args).items() if k not in ("quick", "output")}
+    fixed = {"clients": CLIENTS, "partitions": PARTITIONS, "drain_objects": DRAIN_OBJECTS}
+    meta = report.machine_meta(args=sys.argv[1:] if argv is None else list(argv))
+    result = {"meta": meta, "settings": {**chosen, **fixed}, **measured}
+    publish(result, args.output)
     return result
+
+
+def publish(result: dict[str, Any], name: str) -> None:
+    """``results/<name>.json`` (goals included) and ``.png``, then the tables on the console."""
+    checked = goals(result)
+    report.write_json(
+        report.RESULTS / f"{name}.json", {**result, "goals": [g.as_dict() for g in checked]}
+    )
+    plot(result, report.RESULTS / f"{name}.png")
+    print_tables(result)
+    report.print_goals(checked)
 
 
 if __name__ == "__main__":

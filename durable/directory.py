@@ -28,7 +28,6 @@ Guarantees:
 - A partition is granted to a new slot only after its current lease expired or was released:
   the old holder, which stops serving when its own lease lapses, and the new one never both hold
   a valid lease. On one machine the partition's ``flock`` backs this up.
-
 - Planned moves (``durable.moves`` runs them): ``reassign`` to a slot on another node, ``drain``
   and ``rebalance`` only *plan* moves (partition -> target slot). ``next_move`` hands a planned
   move to the slot holding the partition, at most ``MOVES_AT_ONCE`` at a time, and records it as
