@@ -35,7 +35,9 @@ Guarantees:
   take it away). ``finish_move`` switches it only if the source still holds that lease: the new
   home is persisted, then a new epoch, and only then is the target granted the lease.
   ``abort_move`` (or the source re-registering) ends a move with nothing changed; an aborted
-  move is planned again, ``MOVE_ATTEMPTS`` times in all, then listed in ``failed``.
+  move is planned again, ``MOVE_ATTEMPTS`` times in all, then listed in ``failed``; the next
+  attempt waits until its target renewed after the abort (a target that died must come back
+  first) and, from the third, ``attempts - 1`` lease TTLs.
 - Rebalancing: a slot registering from a node the directory never saw, once partitions have
   homes, plans the moves that make each home the node of the partition's rendezvous winner
   among live slots (so about 1/n of them move to the new node); nodes being drained are left
@@ -141,6 +143,7 @@ class Directory:
     planned: dict[int, int] = field(default_factory=dict)  # partition -> target slot
     moves: dict[int, Move] = field(default_factory=dict)  # partition -> move being run
     attempts: dict[int, int] = field(default_factory=dict)  # partition -> moves aborted
+    retry: dict[int, tuple[float, float]] = field(default_factory=dict)  # (aborted, not before)
     moved: list[int] = field(default_factory=list)  # partitions moved, in order
     seconds: dict[int, float] = field(default_factory=dict)  # partition -> its last move took
     failed: dict[int, str] = field(default_factory=dict)  # partition -> why its move gave up
@@ -299,6 +302,9 @@ class Directory:
             lease = self.leases.get(partition)
             if lease is None or lease.slot != slot or lease.expires < now or target not in live:
                 continue
+            aborted, not_before = self.retry.get(partition, (-1.0, now))
+            if self.seen[target] <= aborted or not_before > now:
+                continue  # the target did not renew since the abort (it may be dead), or backoff
             if self.nodes[target] == self.homes.get(partition):
                 del self.planned[partition]  # already there (e.g. planned twice)
                 continue
@@ -324,6 +330,7 @@ class Directory:
             raise LookupError(f"partition {partition}: the lease at epoch {epoch} lapsed")
         del self.moves[partition]
         self.attempts.pop(partition, None)
+        self.retry.pop(partition, None)
         self.homes[partition] = self.nodes[move.target]
         self.on_home(partition, self.homes[partition])  # persisted before the grant below
         self.pins[partition] = move.target
@@ -341,6 +348,8 @@ class Directory:
         self.attempts[partition] = self.attempts.get(partition, 0) + 1
         if self.attempts[partition] < MOVE_ATTEMPTS:
             self.planned[partition] = move.target
+            now = self.now()
+            self.retry[partition] = (now, now + (self.attempts[partition] - 1) * self.ttl)
         else:
             self.failed[partition] = why
             del self.attempts[partition]
@@ -358,6 +367,7 @@ class Directory:
             "moved": list(self.moved),
             "seconds": dict(self.seconds),
             "failed": dict(self.failed),
+            "attempts": dict(self.attempts),
             "draining": sorted(self.draining),
             "homes": by_node,
         }

@@ -109,14 +109,18 @@ def test_a_switch_after_the_source_s_lease_lapsed_is_refused_and_changes_nothing
         d.finish_move(3, epoch)
 
 
-def test_an_aborted_move_is_planned_again_then_given_up() -> None:
-    d, _ = a_and_b()
+def test_an_aborted_move_is_planned_again_later_then_given_up() -> None:
+    d, clock = a_and_b()
     d.reassign(3, 1)
     for attempt in range(MOVE_ATTEMPTS):
         order = d.next_move(0)
         assert order is not None, attempt
         d.abort_move(3, order[1], "the copy is corrupt")
         assert d.homes[3] == "a" and d.leases[3].slot == 0  # the source serves on
+        assert d.next_move(0) is None  # not before the target renewed, then after a backoff
+        clock.t += attempt * d.ttl + 1.0
+        d.renew(0)
+        d.renew(1)
     assert d.next_move(0) is None and d.move_status()["failed"] == {3: "the copy is corrupt"}
 
 
@@ -135,6 +139,19 @@ def test_a_restarting_source_or_target_aborts_its_moves() -> None:
     d.next_move(0)
     d.register(1, "tcp:b2", "b")
     assert d.moves == {} and d.planned == {3: 1} and d.homes[3] == "a"
+
+
+def test_a_retry_waits_until_a_dead_target_is_live_again() -> None:
+    d, clock = a_and_b()
+    d.reassign(3, 1)
+    _, epoch, _, _ = d.next_move(0) or (0, 0, 0, "")
+    d.abort_move(3, epoch, "the target died")  # slot 1 renews no more
+    for _ in range(4):
+        clock.t += d.ttl / 2
+        d.renew(0)
+        assert d.next_move(0) is None
+    d.register(1, "tcp:b", "b")  # restarted by Ray
+    assert d.next_move(0) is not None
 
 
 def test_drain_plans_every_partition_of_the_node_onto_the_others() -> None:
@@ -397,6 +414,9 @@ class MovingCluster:
         return self.d.drain(node)
 
     def move_status(self) -> dict[str, Any]:
+        self.d.now.t += self.d.ttl / 2  # type: ignore[attr-defined]
+        for slot in list(self.d.slots):
+            self.d.renew(slot)
         for slot in list(self.d.slots):
             order = self.d.next_move(slot)
             if order is not None and order[0] in self.failing:

@@ -87,6 +87,20 @@ class Failing(DurableObject):
         return int(await self.ctx.storage.get("n", 0))
 
 
+class Blob(DurableObject):
+    """An SQL object of ``fill(mb)`` megabytes: a partition that takes a while to copy."""
+
+    async def fill(self, mb: int) -> int:
+        sql = self.ctx.storage.sql
+        sql.exec("CREATE TABLE IF NOT EXISTS blobs (data BLOB)")
+        for _ in range(mb):  # rows under the 2 MB row limit
+            sql.exec("INSERT INTO blobs VALUES (randomblob(1000000))")
+        return await self.rows()
+
+    async def rows(self) -> int:
+        return int(self.ctx.storage.sql.exec("SELECT count(*) AS n FROM blobs").one()["n"])
+
+
 worker = Worker(
     objects={
         "RPC": Rpc,
@@ -100,6 +114,7 @@ worker = Worker(
         "TALLY": Tally,
         "ALARMED": Alarmed,
         "FAILING": Failing,
+        "BLOB": Blob,
     }
 )
 
