@@ -22,8 +22,8 @@ Guarantees:
 ``durable drain NODE [--address auto]`` moves every partition homed on NODE to the other nodes
 (``durable.moves``, one at a time) with a progress bar; NODE is a home id (the ``home-id`` file of
 a data dir) or a Ray node id, or a unique prefix of either; ``durable nodes`` lists them. Exit 0
-once every partition moved, 1 if some move was given up (each listed with why), 2 if NODE is
-unknown or no other node has a live slot.
+once every partition moved, 1 if some move was given up or not done within ``--timeout`` (each
+listed with why), 2 if NODE is unknown or no other node has a live slot.
 
 On failure: a data dir another server holds (``DataDirInUse``, checked before Ray starts), a
 target that does not load, or a busy port in process (``PortInUse``): one line with the fix,
@@ -56,7 +56,7 @@ from durable.errors import DataDirInUse, DurableError, InvalidArgument, PortInUs
 from durable.gateway import Health, build_app
 from durable.host import host_of
 from durable.logs import configure as configure_logs
-from durable.moves import drain_node, node_table
+from durable.moves import DRAIN_TIMEOUT, drain_node, node_table
 from durable.partition import Partition
 from durable.ray_host import Cluster
 from durable.server import GatewayServer, bind
@@ -443,13 +443,14 @@ def nodes(address: str = RAY_ADDRESS) -> None:
 def drain(
     node: str = typer.Argument(..., help="home id or Ray node id (or a unique prefix)"),
     address: str = RAY_ADDRESS,
+    timeout: float = typer.Option(DRAIN_TIMEOUT, help="seconds before giving up on the rest"),
 ) -> None:
     """Move every partition homed on NODE to the other nodes, one at a time (copy, verify,
     switch, delete); exit 0 when done."""
     directory = _directory_at(address)
     try:
         with _progress_bar(f"drain {node}") as progress:
-            drained = asyncio.run(drain_node(directory, node, progress))
+            drained = asyncio.run(drain_node(directory, node, progress, timeout=timeout))
     except ValueError as error:
         _fail(str(error))
     typer.echo(f"drained {drained.node}: {len(drained.moved)} partition(s) moved")

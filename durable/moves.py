@@ -69,6 +69,7 @@ from durable.host import Host
 log = logging.getLogger("durable.moves")
 QUIESCE = 10.0  # seconds a move waits for the partition's running events before it aborts
 WINDOW = 8  # chunks sent and not yet answered: bounds the memory a move holds (8 x 256 KiB)
+DRAIN_TIMEOUT = 600.0  # seconds ``durable drain`` follows the moves before it gives up
 INCOMING = ".incoming-"  # partitions/.incoming-0007-12: a copy being received (epoch 12)
 
 
@@ -438,12 +439,19 @@ async def node_table(directory: Any) -> list[tuple[str, str, int, list[int]]]:
 
 
 async def drain_node(
-    directory: Any, name: str, progress: Progress | None = None, every: float = 0.2
+    directory: Any,
+    name: str,
+    progress: Progress | None = None,
+    every: float = 0.2,
+    timeout: float = DRAIN_TIMEOUT,
 ) -> Drained:
     """Plan moving every partition homed on node ``name`` elsewhere (``Directory.drain``) and
-    follow the slots running the moves until each partition moved or was given up."""
+    follow the slots running the moves until each partition moved or was given up, or
+    ``timeout`` seconds passed (those left are then failed: e.g. the node has no live slot, so
+    nothing can copy its files)."""
     node = node_named(await directory.nodes.remote(), name)
     partitions = list(await directory.drain.remote(node))
+    deadline = time.monotonic() + timeout
     while True:
         status = await directory.move_status.remote()
         left = set(status["homes"].get(node, []))
@@ -453,4 +461,7 @@ async def drain_node(
             progress(len(moved) + len(failed), len(partitions), f"{len(moved)} moved")
         if len(moved) + len(failed) >= len(partitions):
             return Drained(node, moved, failed)
+        if time.monotonic() > deadline:
+            late = {p: f"not moved within {timeout:g} s" for p in left if p not in failed}
+            return Drained(node, moved, {**failed, **late})
         await asyncio.sleep(every)

@@ -447,6 +447,14 @@ async def test_drain_node_follows_the_moves_until_the_node_holds_nothing() -> No
     assert seen[-1][0] == seen[-1][1] == len(drained.moved) == 8
 
 
+async def test_drain_node_gives_up_on_what_did_not_move_in_time() -> None:
+    cluster = MovingCluster()
+    cluster.move_status = cluster.d.move_status  # type: ignore[method-assign]  # no slot moves
+    drained = await drain_node(ActorLike(cluster), "host-a", every=0, timeout=0)
+    assert drained.moved == [] and set(drained.failed) == set(range(8))
+    assert drained.failed[0] == "not moved within 0 s"
+
+
 def test_durable_drain_exits_0_when_done_1_if_a_move_was_given_up_2_for_an_unknown_node(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
