@@ -417,10 +417,11 @@ RAY_ADDRESS = typer.Option("auto", help="the Ray cluster the durable cluster run
 
 
 def _directory_at(address: str) -> Any:
-    """The running cluster's directory actor (joins Ray as a driver)."""
+    """The running cluster's directory actor (joins Ray as a driver, unless already one)."""
     import ray
 
-    ray.init(address=address, namespace=RAY_NAMESPACE, log_to_driver=False)
+    if not ray.is_initialized():
+        ray.init(address=address, namespace=RAY_NAMESPACE, log_to_driver=False)
     try:
         return ray.get_actor(DIRECTORY, namespace=RAY_NAMESPACE)
     except ValueError:

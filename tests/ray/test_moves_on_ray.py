@@ -7,7 +7,8 @@ without pause (every acknowledged value recorded), and an HTTP client does throu
 
 1. C joins: the directory plans the moves that spread the partitions over the three nodes by
    rendezvous, and the slots run them one at a time;
-2. ``drain(A)`` (what ``durable drain`` asks): every partition homed on A moves to B or C;
+2. ``durable drain A`` (the command, given A's Ray node id): every partition homed on A moves
+   to B or C, and it exits 0;
 3. B's slot gets SIGTERM: it drains B's partitions to C before it stops (Ray restarts it).
 
 Then every client's log must show consecutive values (none lost, none applied twice), errors
@@ -52,6 +53,8 @@ def test_a_joining_node_receives_its_share_of_the_partitions(run: dict[str, Any]
 
 
 def test_a_drained_node_keeps_no_partition_and_no_files(run: dict[str, Any]) -> None:
+    exit_code, output = run["drain_command"]
+    assert exit_code == 0 and "partition(s) moved" in output, output
     assert "a" not in run["homes_after_drain"]
     assert run["folders"]["node-a"] == []
 
@@ -136,9 +139,8 @@ async def scenario(nodes: RayNodes, out: Path) -> dict[str, Any]:
             homes_after_join = await homes(slots, names)
             rebalanced = sorted((await slots.directory.move_status.remote())["moved"])
 
-            node_a = next(home for home, short in names.items() if short == "a")
-            await slots.directory.drain.remote(node_a)
-            await wait_until(lambda: _drained(slots, names, "a"), 120, "node A to be drained")
+            drained = await asyncio.to_thread(durable_drain, nodes.node_id("node-a"))
+            await wait_until(lambda: _drained(slots, names, "a"), 10, "node A to be drained")
             homes_after_drain = await homes(slots, names)
 
             pid_b = await slots.hosts[1].pid.remote()
@@ -159,6 +161,7 @@ async def scenario(nodes: RayNodes, out: Path) -> dict[str, Any]:
             "homes_after_join": homes_after_join,
             "rebalanced": rebalanced,
             "homes_after_drain": homes_after_drain,
+            "drain_command": drained,
             "homes_after_sigterm": homes_after_sigterm,
             "moved": len(status["moved"]),
             "failed_moves": status["failed"],
@@ -185,6 +188,16 @@ async def _acked(clients: list[Client], more: int) -> bool:
 
 async def _drained(slots: Slots, names: dict[str, str], node: str) -> bool:
     return await settled(slots) is not None and node not in await homes(slots, names)
+
+
+def durable_drain(node: str) -> list[Any]:
+    """``durable drain NODE`` in this process (already a driver of the cluster's Ray)."""
+    from typer.testing import CliRunner
+
+    from durable.cli import app
+
+    done = CliRunner().invoke(app, ["drain", node, "--timeout", "120"])
+    return [done.exit_code, done.output[-300:]]
 
 
 def _kind(error: Any) -> str:
