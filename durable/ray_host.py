@@ -147,11 +147,9 @@ class HostSlot:
         """Serve exactly ``grants`` (partition -> (epoch, home)) except partitions whose files
         live on another node; the leases run from when they were asked for (``asked_at``)."""
         assert self.host is not None
-        grants = {
-            p: grant
-            for p, grant in grants.items()
-            if self._at_home(p, grant[1]) and p not in self.departures.gates  # moving: fenced
-        }
+        grants = {p: grant for p, grant in grants.items() if self._at_home(p, grant[1])}
+        # A partition moving away stays closed until the move ends (``Departures.run``).
+        grants = {p: grant for p, grant in grants.items() if p not in self.departures.gates}
         for partition in [p for p in self.owned if p not in grants]:
             del self.owned[partition]
             self.host.remove_partition(partition)
