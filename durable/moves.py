@@ -33,9 +33,9 @@ Guarantees:
   switched). It refuses a copy of a partition it serves.
 
 Does not guarantee:
-- Availability during the move: calls for the partition wait for the copy (about the time to
-  copy its files twice on disk and once over the network; see ``benchmarks/moves.py``) and
-  fail with ``Unavailable`` if that exceeds their transport's patience (1.5 lease TTLs).
+- Latency during the move: calls for the partition wait at the source for as long as the move
+  takes (about the time to copy its files twice on disk and once over the network; see
+  ``benchmarks/moves.py``); a caller's own timeout (an HTTP client's) may fire first.
 - A call that awaits another object of the same partition while it moves waits for a call that
   waits for it: quiescing times out (``QUIESCE``) and the move is aborted, not deadlocked.
 - WebSockets of the partition's objects are not moved (the objects are reset at the source).
