@@ -44,7 +44,8 @@ Does not guarantee:
 
 On failure: see above; a slot that dies mid-move loses nothing (its staging folder is on its own
 disk, the directory aborts the move when it registers again; ``Arrivals`` removes half-received
-copies when it starts).
+copies when it starts). A source that dies between the switch and the delete keeps a stale copy
+on its disk: never served (its home is elsewhere), replaced if the partition ever moves back.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ from durable.worker import Worker, load_worker
 
 log = logging.getLogger("durable.ray_host")
 LEASE_MARGIN = 0.9  # serve only until 90 % of the TTL after the renewal request left
-SIGTERM_DRAIN = 25.0  # seconds SIGTERM waits for the node's partitions to move (ray stop: 16+)
+SIGTERM_DRAIN = 25.0  # seconds SIGTERM waits for the node's partitions to move
 
 
 class HostSlot:
