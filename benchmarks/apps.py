@@ -1,9 +1,9 @@
 """The workers the HTTP benchmark serves (importable as ``benchmarks.apps``, also by Ray hosts).
 
 ``worker``: the counter of ``examples/counter.py`` (``GET /counter/{name}``; ``GET /rpc/{name}``
-calls its ``increment`` over RPC from the route, as ``reference/worker.mjs`` does on workerd) and a
-broadcast room (``/ws/{room}``). ``dedicated``: the same counter with ``placement="dedicated"``,
-the baseline of one Ray actor per object.
+calls its ``increment`` over RPC from the route, as ``reference/worker.mjs`` does on workerd), a
+broadcast room (``/ws/{room}``) and ``BLOB``, an SQL object of any size. ``dedicated``: the same
+counter with ``placement="dedicated"``, the baseline of one Ray actor per object.
 """
 
 from __future__ import annotations
@@ -24,9 +24,24 @@ class Room(DurableObject):
                 other.send(message)
 
 
+class Blob(DurableObject):
+    """An SQL object (its own file) of ``fill(mb)`` megabytes: ``benchmarks/moves.py`` moves one
+    over 100 MiB."""
+
+    async def fill(self, mb: int) -> int:
+        sql = self.ctx.storage.sql
+        sql.exec("CREATE TABLE IF NOT EXISTS blobs (data BLOB)")
+        for _ in range(mb):  # rows under the 2 MB row limit
+            sql.exec("INSERT INTO blobs VALUES (randomblob(1000000))")
+        return int(sql.exec("SELECT count(*) AS n FROM blobs").one()["n"])
+
+    async def rows(self) -> int:
+        return int(self.ctx.storage.sql.exec("SELECT count(*) AS n FROM blobs").one()["n"])
+
+
 def make_worker(placement: str = "packed") -> Worker:
     worker = Worker(
-        objects={"COUNTER": Counter, "ROOM": Room},
+        objects={"COUNTER": Counter, "ROOM": Room, "BLOB": Blob},
         idle_timeout=2.0,
         placement={"COUNTER": placement},  # type: ignore[dict-item]
     )

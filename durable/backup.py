@@ -70,7 +70,7 @@ def _partition_dir(root: Path, index: int) -> Path:
     return root / "partitions" / f"{index:04d}"
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
@@ -94,7 +94,7 @@ def _copy_database(source: Path, target: Path) -> dict[str, Any]:
     with closing(src), closing(sqlite3.connect(target)) as dst:
         src.backup(dst, pages=-1)  # -1: every page in one step, one snapshot of the source
         dst.execute("PRAGMA journal_mode=DELETE")  # a backup is one self-contained file
-    return {"path": str(target), "sha256": _sha256(target), "bytes": target.stat().st_size}
+    return {"path": str(target), "sha256": sha256_of(target), "bytes": target.stat().st_size}
 
 
 def _promoted(database: Path) -> list[tuple[str, bytes]]:
@@ -103,7 +103,9 @@ def _promoted(database: Path) -> list[tuple[str, bytes]]:
     return [(str(ns), bytes(oid)) for ns, oid in rows]
 
 
-def _back_up_partition(data_dir: Path, dest: Path, index: int) -> dict[str, Any]:
+def copy_partition(data_dir: Path, dest: Path, index: int) -> dict[str, Any]:
+    """Copy partition ``index`` of ``data_dir`` into ``dest`` (same layout) as described above;
+    its manifest entry (absolute paths). ``durable.moves`` copies a partition it moves so."""
     source, target = _partition_dir(data_dir, index), _partition_dir(dest, index)
     entry = _copy_database(source / "partition.sqlite", target / "partition.sqlite")
     files = []
@@ -132,7 +134,7 @@ def backup(data_dir: Path, dest: Path, progress: Progress | None = None) -> Back
     ]
     partitions = []
     for done, index in enumerate(present, 1):
-        partitions.append(_back_up_partition(data_dir, dest, index))
+        partitions.append(copy_partition(data_dir, dest, index))
         if progress is not None:
             progress(done, len(present), f"partition {index}")
     for entry in partitions:  # paths relative to dest: a backup can be moved
@@ -167,7 +169,7 @@ def read_manifest(dest: Path) -> dict[str, Any]:
 
 def _verify(dest: Path, entry: dict[str, Any]) -> None:
     path = dest / entry["path"]
-    if not path.is_file() or _sha256(path) != entry["sha256"]:
+    if not path.is_file() or sha256_of(path) != entry["sha256"]:
         raise BackupCorrupt(dest, f"{entry['path']} is missing or does not match its checksum")
 
 

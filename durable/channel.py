@@ -22,6 +22,12 @@ msgpack arrays, no length prefix (``msgpack.Unpacker``); the first element is th
       [RESPONSE, rid, status, headers, chunk, more]     fetch response head and first chunk
       [BODY,   rid, chunk, more]                        further response body
       [PUSH,   0, ops]                                  ops for the holder attached on this link
+    source host -> target host (a planned move, ``durable.moves``; each answered REPLY or ERROR,
+    handled in arrival order like calls)
+      [MOVE,      rid, partition, epoch, files]         files: [[path, bytes, sha256], ...]
+      [MOVE_DATA, rid, partition, epoch, index, chunk]  the files' bytes in order (<= 256 KiB)
+      [MOVE_DONE, rid, partition, epoch]                verify, place
+      [MOVE_UNDO, rid, partition, epoch]                the switch was refused: drop the copy
 
 ``head`` is ``[method, scheme, path, query, headers, server]`` with headers as a list of
 ``[name, value]`` byte pairs.
@@ -39,12 +45,8 @@ Guarantees:
 Does not guarantee: bodies are chunked on the wire but assembled whole at each end (the object's
 ``fetch`` gets a complete body; streaming into it is the gateway issue's).
 
-Endpoints: a host listens on a Unix socket and on TCP (its node's IP) and registers one
-address carrying both and its node, ``node=<id>;unix=<path>;tcp=<ip>:<port>`` (``Endpoint``);
-callers on the same node dial the socket, others (or all, with ``channel="tcp"``) dial TCP.
-TCP may be TLS (``server_tls``/``client_tls``): peers verify each other's certificate against the
-cluster's one cert file used as the CA, with no hostname check (peers are IPs). Unix sockets
-stay plain (0600). Without TLS, TCP is plain; the token is required on both.
+Endpoints: a host listens on a Unix socket and on TCP, maybe TLS (``durable.endpoint``): the
+same frames on either. Unix sockets stay plain (0600); the token is required on both.
 
 On failure: a malformed frame (not ``[kind, rid, ...]`` with a known kind, or body for an
 unknown request) or a wrong token (compared in constant time) closes the connection and is
@@ -97,6 +99,13 @@ class Frame(IntEnum):
     NOT_OWNER = 12
     RESPONSE = 13
     PUSH = 14
+    MOVE = 20
+    MOVE_DATA = 21
+    MOVE_DONE = 22
+    MOVE_UNDO = 23
+
+
+MOVE_KINDS = frozenset((Frame.MOVE, Frame.MOVE_DATA, Frame.MOVE_DONE, Frame.MOVE_UNDO))
 
 
 class MalformedFrame(ValueError):
@@ -139,47 +148,6 @@ class ChannelStatistics:
     frames_out: int
     writes: int
     refused: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """Where one host listens: its node, its Unix socket and its TCP address (``ip:port``)."""
-
-    node: str
-    unix: str
-    tcp: str
-
-    def __str__(self) -> str:
-        return f"node={self.node};unix={self.unix};tcp={self.tcp}"
-
-    @classmethod
-    def parse(cls, address: str) -> Endpoint:
-        """An address as registered; a bare ``unix:<path>`` is a socket on no known node."""
-        if address.startswith("unix:"):
-            return cls("", address[5:], "")
-        parts = dict(p.partition("=")[::2] for p in address.split(";"))
-        return cls(parts.get("node", ""), parts.get("unix", ""), parts.get("tcp", ""))
-
-    def dial(self, node: str, channel: str = "auto") -> str:
-        """``unix:<path>`` on the same node unless TCP is forced, else ``tcp:<ip>:<port>``."""
-        if self.unix and (not self.tcp or (channel != "tcp" and node and node == self.node)):
-            return f"unix:{self.unix}"
-        return f"tcp:{self.tcp}"
-
-
-def server_tls(cert: str, key: str) -> ssl.SSLContext:
-    """The host's TLS: its cert/key, and clients need not present one (the token admits them)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    return context
-
-
-def client_tls(cert: str) -> ssl.SSLContext:
-    """Trust exactly the cluster's cert (it is the CA); no hostname check: peers are IPs."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.load_verify_locations(cert)
-    return context
 
 
 # -- errors on the wire ------------------------------------------------------------------------
@@ -432,7 +400,7 @@ class ChannelServer:
         elif kind in (Frame.ATTACH, Frame.DROPPED) and self.holders is not None:
             self.holders.frame(frame, link.send)
             return
-        elif kind not in (Frame.CALL, Frame.FETCH, Frame.SOCKET):
+        elif kind not in (Frame.CALL, Frame.FETCH, Frame.SOCKET) and kind not in MOVE_KINDS:
             return  # CANCEL: calls are not interrupted once delivered (documented)
         task = asyncio.ensure_future(self._run(link, frame))
         self._tasks.add(task)

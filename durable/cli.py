@@ -1,5 +1,5 @@
 """The ``durable`` command: ``dev``, ``serve``, ``inspect``, ``backup``/``restore``, ``bench``
-(CONTRACTS §6).
+(CONTRACTS §6), and on a running cluster ``nodes`` and ``drain``.
 
 ``durable dev [TARGET]`` serves TARGET's worker on http://127.0.0.1:8787 with data in
 ``./.durable``, on a private local Ray (never a cluster by accident): host slots (one per CPU
@@ -19,6 +19,12 @@ Guarantees:
 - SIGTERM or Ctrl-C: stop accepting, flush, close, exit (a second Ctrl-C in process: without
   waiting for open connections).
 
+``durable drain NODE [--address auto]`` moves every partition homed on NODE to the other nodes
+(``durable.moves``, one at a time) with a progress bar; NODE is a home id (the ``home-id`` file of
+a data dir) or a Ray node id, or a unique prefix of either; ``durable nodes`` lists them. Exit 0
+once every partition moved, 1 if some move was given up or not done within ``--timeout`` (each
+listed with why), 2 if NODE is unknown or no other node has a live slot.
+
 On failure: a data dir another server holds (``DataDirInUse``, checked before Ray starts), a
 target that does not load, or a busy port in process (``PortInUse``): one line with the fix,
 exit 2.
@@ -37,19 +43,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 
 from durable.backup import Progress, backup, restore
 from durable.bench import STUDIES, run_suite
-from durable.cluster import RAY_NAMESPACE, ClusterConfig, default_slots, new_token
+from durable.cluster import DIRECTORY, RAY_NAMESPACE, ClusterConfig, default_slots, new_token
 from durable.connection import connect
 from durable.env import read_meta
 from durable.errors import DataDirInUse, DurableError, InvalidArgument, PortInUse
 from durable.gateway import Health, build_app
 from durable.host import host_of
 from durable.logs import configure as configure_logs
+from durable.moves import DRAIN_TIMEOUT, drain_node, node_table
 from durable.partition import Partition
 from durable.ray_host import Cluster
 from durable.server import GatewayServer, bind
@@ -404,6 +411,54 @@ def restore_command(
         raise typer.Exit(2) from None
     what = f"object {object_}" if target else f"{len(touched)} partition(s)"
     typer.echo(f"restored {what} into {data_dir.resolve()}")
+
+
+RAY_ADDRESS = typer.Option("auto", help="the Ray cluster the durable cluster runs on")
+
+
+def _directory_at(address: str) -> Any:
+    """The running cluster's directory actor (joins Ray as a driver, unless already one)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, namespace=RAY_NAMESPACE, log_to_driver=False)
+    try:
+        return ray.get_actor(DIRECTORY, namespace=RAY_NAMESPACE)
+    except ValueError:
+        _fail(f"no durable cluster runs on the Ray cluster at {address}")
+
+
+@app.command()
+def nodes(address: str = RAY_ADDRESS) -> None:
+    """The nodes of a running cluster: home id, Ray node id, slots and partitions homed there."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("home id", "Ray node id", "slots", "partitions")
+    for home, ray_ids, slots, partitions in asyncio.run(node_table(_directory_at(address))):
+        table.add_row(home, ray_ids, str(slots), str(len(partitions)))
+    Console().print(table)
+
+
+@app.command()
+def drain(
+    node: str = typer.Argument(..., help="home id or Ray node id (or a unique prefix)"),
+    address: str = RAY_ADDRESS,
+    timeout: float = typer.Option(DRAIN_TIMEOUT, help="seconds before giving up on the rest"),
+) -> None:
+    """Move every partition homed on NODE to the other nodes, one at a time (copy, verify,
+    switch, delete); exit 0 when done."""
+    directory = _directory_at(address)
+    try:
+        with _progress_bar(f"drain {node}") as progress:
+            drained = asyncio.run(drain_node(directory, node, progress, timeout=timeout))
+    except ValueError as error:
+        _fail(str(error))
+    typer.echo(f"drained {drained.node}: {len(drained.moved)} partition(s) moved")
+    for partition, why in sorted(drained.failed.items()):
+        typer.echo(f"durable: partition {partition} not moved: {why}", err=True)
+    if drained.failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

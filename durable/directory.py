@@ -15,8 +15,8 @@ Guarantees:
   the grant is returned); from then on it is granted only to live slots on its home node. While
   its home has no live slot it has no lease (callers get ``Unavailable``/503 after 1.5 TTLs) and
   the other partitions are granted as usual. Each grant carries the home, so a slot can refuse a
-  partition that lives elsewhere (``HostSlot._apply`` does). ``reassign`` to a slot on another
-  node is refused: a move across nodes must copy the files first (not built yet).
+  partition that lives elsewhere (``HostSlot._apply`` does). Only a planned move changes a
+  home (below).
 - Partitions never created are granted once every slot the cluster starts (``expected``) has
   registered, or ``START_GRACE`` TTLs after the first did, so a new cluster spreads them over its
   nodes (a slot that never starts delays the first start of a cluster by that much).
@@ -28,6 +28,20 @@ Guarantees:
 - A partition is granted to a new slot only after its current lease expired or was released:
   the old holder, which stops serving when its own lease lapses, and the new one never both hold
   a valid lease. On one machine the partition's ``flock`` backs this up.
+- Planned moves (``durable.moves`` runs them): ``reassign`` to a slot on another node, ``drain``
+  and ``rebalance`` only *plan* moves (partition -> target slot). ``next_move`` hands a planned
+  move to the slot holding the partition, at most ``MOVES_AT_ONCE`` at a time, and records it as
+  begun at the lease's epoch; until it ends the source keeps the lease (placement does not
+  take it away). ``finish_move`` switches it only if the source still holds that lease: the new
+  home is persisted, then a new epoch, and only then is the target granted the lease.
+  ``abort_move`` (or the source re-registering) ends a move with nothing changed; an aborted
+  move is planned again, ``MOVE_ATTEMPTS`` times in all, then listed in ``failed``; the next
+  attempt waits until its target renewed after the abort (a target that died must come back
+  first) and, from the third, ``attempts - 1`` lease TTLs.
+- Rebalancing: a slot registering from a node the directory never saw, once partitions have
+  homes, plans the moves that make each home the node of the partition's rendezvous winner
+  among live slots (so about 1/n of them move to the new node); nodes being drained are left
+  out of that placement.
 
 Does not guarantee:
 - A slot that cannot reach the directory keeps serving until its lease ends (TTL); callers then
@@ -35,6 +49,9 @@ Does not guarantee:
 - Homes survive what the GCS KV store survives: a directory restart, not a restart of the whole
   Ray cluster without GCS fault tolerance (nor do epochs). Two data dirs copied file for file
   (``home-id`` included) are taken for one node.
+- Planned and running moves, drains and failures are in memory: a directory restart forgets
+  them (a move then fails its switch and is aborted; homes are unchanged) and the operator
+  runs ``durable drain`` again.
 
 On failure: a directory restart loses leases but not epochs or homes; hosts re-register on their
 next renewal (they are told ``unknown``) and get new epochs.
@@ -56,6 +73,8 @@ from typing import Any
 LEASE_TTL = 10.0
 STATE = ("epochs", "homes")  # the directory's fields kept in the GCS KV store
 START_GRACE = 3  # lease TTLs new partitions wait at most for every slot to register
+MOVES_AT_ONCE = 1  # planned moves running at once, cluster-wide: each costs a copy of its files
+MOVE_ATTEMPTS = 3  # a move that aborts is planned again, this many attempts in all
 
 
 def rendezvous(partition: int, slots: list[int]) -> int:
@@ -91,6 +110,17 @@ class Lease:
     expires: float
 
 
+@dataclass(frozen=True)
+class Move:
+    """A planned move being run: ``source`` slot holds the lease at ``epoch`` until the switch."""
+
+    partition: int
+    source: int
+    target: int
+    epoch: int
+    started: float  # the directory's clock when it was handed out
+
+
 @dataclass
 class Directory:
     """Leases of every partition; ``now`` is a monotonic clock (seconds)."""
@@ -110,6 +140,14 @@ class Directory:
     # rather than all landing, for good, on the node whose slot registered first.
     expected: int = 1
     first_seen: float | None = None
+    planned: dict[int, int] = field(default_factory=dict)  # partition -> target slot
+    moves: dict[int, Move] = field(default_factory=dict)  # partition -> move being run
+    attempts: dict[int, int] = field(default_factory=dict)  # partition -> moves aborted
+    retry: dict[int, tuple[float, float]] = field(default_factory=dict)  # (aborted, not before)
+    moved: list[int] = field(default_factory=list)  # partitions moved, in order
+    seconds: dict[int, float] = field(default_factory=dict)  # partition -> its last move took
+    failed: dict[int, str] = field(default_factory=dict)  # partition -> why its move gave up
+    draining: set[str] = field(default_factory=set)  # nodes no partition is planned onto
     on_epoch: Callable[[int, int], None] = lambda partition, epoch: None
     on_home: Callable[[int, str], None] = lambda partition, node: None
 
@@ -118,11 +156,17 @@ class Directory:
         for partition, lease in list(self.leases.items()):
             if lease.slot == slot:
                 del self.leases[partition]
+        for move in [m for m in self.moves.values() if slot in (m.source, m.target)]:
+            self.abort_move(move.partition, move.epoch, f"slot {slot} restarted")
+        joined = node not in self.nodes.values()
         self.slots[slot] = address
         self.nodes[slot] = node  # Ray may restart a slot on another node
         self.seen[slot] = self.now()
         if self.first_seen is None:
             self.first_seen = self.seen[slot]
+        self.draining.discard(node)  # a drained node whose slot restarts takes partitions again
+        if joined and self.homes:
+            self.rebalance()
         return self.renew(slot)
 
     def renew(self, slot: int) -> dict[int, tuple[int, str]]:
@@ -161,6 +205,9 @@ class Directory:
 
     def _winner(self, partition: int, live: list[int], now: float) -> int | None:
         """The live slot that should hold ``partition``: one on its home node, if it has one."""
+        move = self.moves.get(partition)
+        if move is not None:
+            return move.source  # until the switch (or abort) the source keeps it
         home = self.homes.get(partition)
         if home is None:
             able = live if self._all_started(now) else []
@@ -191,21 +238,139 @@ class Directory:
             lease.expires = self.now() - 1.0
 
     def reassign(self, partition: int, slot: int) -> None:
-        """Move a partition to ``slot`` on its home node (operators draining a host, fencing
-        tests): its lease lapses now and, while ``slot`` is live, placement names it the winner.
-
-        A slot on another node would open an empty partition there: refused (``ValueError``).
-        A planned move will first copy the files, verify them and only then change the home."""
+        """Move a partition to ``slot`` (operators, fencing tests). On its home node: its lease
+        lapses now and, while ``slot`` is live, placement names it the winner. On another node
+        its files must be copied first: a move is planned (``next_move``)."""
         home, node = self.homes.get(partition), self.nodes.get(slot)
         if node is None:
             raise ValueError(f"slot {slot} is not registered")
         if home is not None and node != home:
-            raise ValueError(
-                f"partition {partition} lives on node {home}, slot {slot} is on node {node}: "
-                "moving a partition to another node needs a copy of its files, not supported yet"
-            )
+            self.plan(partition, slot)
+            return
         self.pins[partition] = slot
         self.expire(partition)
+
+    # -- planned moves ---------------------------------------------------------------------------
+    def plan(self, partition: int, target: int) -> None:
+        """Queue a move of ``partition`` to slot ``target`` (another node than its home)."""
+        if partition not in self.moves:
+            self.planned[partition] = target
+            self.failed.pop(partition, None)
+
+    def drain(self, node: str) -> list[int]:
+        """Plan moving every partition homed on ``node`` to live slots of other nodes (by
+        rendezvous); the partitions planned. ``ValueError`` if no other node has a live slot."""
+        self.draining.add(node)
+        homed = sorted(p for p, home in self.homes.items() if home == node)
+        targets = self._placeable()
+        if homed and not targets:
+            self.draining.discard(node)
+            raise ValueError(f"node {node} cannot be drained: no other node has a live slot")
+        for partition in homed:
+            self.plan(partition, rendezvous(partition, targets))
+        return homed
+
+    def rebalance(self) -> list[int]:
+        """Plan the moves that make each partition's home the node of its rendezvous winner
+        among live slots of nodes not being drained; the partitions planned."""
+        targets = self._placeable()
+        planned = []
+        for partition, home in sorted(self.homes.items()):
+            if not targets or partition in self.moves or partition in self.planned:
+                continue
+            winner = rendezvous(partition, targets)
+            if self.nodes[winner] != home:
+                self.plan(partition, winner)
+                planned.append(partition)
+        return planned
+
+    def _placeable(self) -> list[int]:
+        return [s for s in self._live_slots(self.now()) if self.nodes[s] not in self.draining]
+
+    def next_move(self, slot: int) -> tuple[int, int, int, str] | None:
+        """A planned move of a partition ``slot`` holds, now begun: (partition, epoch, target
+        slot, target address); None if there is none or ``MOVES_AT_ONCE`` are running."""
+        now = self.now()
+        for move in list(self.moves.values()):  # a source that died or stopped mid-move
+            lease = self.leases.get(move.partition)
+            if lease is None or lease.slot != move.source or lease.expires < now:
+                self.abort_move(move.partition, move.epoch, "the source stopped during the move")
+        if len(self.moves) >= MOVES_AT_ONCE:
+            return None
+        live = set(self._live_slots(now))
+        for partition, target in sorted(self.planned.items()):
+            lease = self.leases.get(partition)
+            if lease is None or lease.slot != slot or lease.expires < now or target not in live:
+                continue
+            aborted, not_before = self.retry.get(partition, (-1.0, now))
+            if self.seen[target] <= aborted or not_before > now:
+                continue  # the target did not renew since the abort (it may be dead), or backoff
+            if self.nodes[target] == self.homes.get(partition):
+                del self.planned[partition]  # already there (e.g. planned twice)
+                continue
+            del self.planned[partition]
+            self.moves[partition] = Move(partition, slot, target, lease.epoch, now)
+            return partition, lease.epoch, target, self.slots[target]
+        return None
+
+    def finish_move(self, partition: int, epoch: int) -> int:
+        """Switch a move whose copy is verified: the home, then a new epoch, then the target's
+        lease; the new epoch. ``LookupError`` (nothing changed) if the move is not running at
+        ``epoch`` or the source's lease at ``epoch`` lapsed meanwhile."""
+        move = self.moves.get(partition)
+        if move is None or move.epoch != epoch:
+            raise LookupError(f"no move of partition {partition} at epoch {epoch} is running")
+        lease, now = self.leases.get(partition), self.now()
+        if (
+            lease is None
+            or (lease.slot, lease.epoch) != (move.source, epoch)
+            or lease.expires < now
+        ):
+            self.abort_move(partition, epoch, "the source's lease lapsed during the copy")
+            raise LookupError(f"partition {partition}: the lease at epoch {epoch} lapsed")
+        del self.moves[partition]
+        self.attempts.pop(partition, None)
+        self.retry.pop(partition, None)
+        self.homes[partition] = self.nodes[move.target]
+        self.on_home(partition, self.homes[partition])  # persisted before the grant below
+        self.pins[partition] = move.target
+        self.moved.append(partition)
+        self.seconds[partition] = now - move.started
+        return self._grant(partition, move.target, now).epoch
+
+    def abort_move(self, partition: int, epoch: int, why: str) -> None:
+        """End a running move with nothing changed (the source serves on); plan it again
+        unless it failed ``MOVE_ATTEMPTS`` times."""
+        move = self.moves.get(partition)
+        if move is None or move.epoch != epoch:
+            return
+        del self.moves[partition]
+        self.attempts[partition] = self.attempts.get(partition, 0) + 1
+        if self.attempts[partition] < MOVE_ATTEMPTS:
+            self.planned[partition] = move.target
+            now = self.now()
+            self.retry[partition] = (now, now + (self.attempts[partition] - 1) * self.ttl)
+        else:
+            self.failed[partition] = why
+            del self.attempts[partition]
+
+    def move_status(self) -> dict[str, Any]:
+        """Planned, running, done and failed moves, how long each done one took (from being
+        handed out to the switch: the time its calls waited), and each node's partitions
+        (``durable drain``'s progress)."""
+        by_node: dict[str, list[int]] = {}
+        for partition, home in sorted(self.homes.items()):
+            by_node.setdefault(home, []).append(partition)
+        return {
+            "planned": sorted(self.planned),
+            "running": sorted(self.moves),
+            "moved": list(self.moved),
+            "seconds": dict(self.seconds),
+            "failed": dict(self.failed),
+            "attempts": dict(self.attempts),
+            "draining": sorted(self.draining),
+            "homes": by_node,
+        }
 
     def table(self) -> dict[int, tuple[int, str]]:
         """partition -> (epoch, channel address) for every partition with a valid lease."""
@@ -278,6 +443,28 @@ def directory_actor_class() -> Any:
 
         def table(self) -> dict[int, tuple[int, str]]:
             return self.directory.table()
+
+        def drain(self, node: str) -> list[int]:
+            return self.directory.drain(node)
+
+        def rebalance(self) -> list[int]:
+            return self.directory.rebalance()
+
+        def next_move(self, slot: int) -> tuple[int, int, int, str] | None:
+            return self.directory.next_move(slot)
+
+        def finish_move(self, partition: int, epoch: int) -> int:
+            return self.directory.finish_move(partition, epoch)
+
+        def abort_move(self, partition: int, epoch: int, why: str) -> None:
+            self.directory.abort_move(partition, epoch, why)
+
+        def move_status(self) -> dict[str, Any]:
+            return self.directory.move_status()
+
+        def nodes(self) -> dict[int, tuple[str, str]]:
+            """slot -> (node, channel address): what ``durable drain NODE`` matches NODE with."""
+            return {s: (n, self.directory.slots[s]) for s, n in self.directory.nodes.items()}
 
         def status(self) -> dict[str, Any]:
             return {

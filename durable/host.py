@@ -196,6 +196,12 @@ class Host:
         del self.partitions[index]
         partition.close()
 
+    def busy(self, index: int) -> bool:
+        """Whether an object of partition ``index`` has an event or background work in flight
+        (a planned move waits until none has: ``durable.moves``)."""
+        partition = self.partitions.get(index)
+        return any(a.cache.partition is partition and not a.idle for a in self._active.values())
+
     # -- activation ------------------------------------------------------------------------------
     def activate(self, oid: ObjectId, record: ObjectRecord | None = None) -> Activation:
         """The object's live activation, made if needed; ``record``: its objects row when the

@@ -11,7 +11,7 @@ Guarantees:
   partitions and serves again with nobody asking it to.
 - Its channel listens on a Unix socket and on TCP at the node's Ray IP (ephemeral port; TLS with
   ``tls_cert``/``tls_key``) and registers one address carrying both and its Ray node id
-  (``channel.Endpoint``).
+  (``endpoint.Endpoint``).
 - It serves a partition only while it holds the partition's lease and its ``flock``: calls for
   any other (partition, epoch) are answered ``not_owner`` without running anything. When its lease
   lapses (no successful renewal for ``lease_ttl``) it stops serving every partition.
@@ -25,6 +25,11 @@ Guarantees:
   to the slot owning the object (in process when it is this one) and that slot's pushes come
   back as PUSH frames (``relay.py``); a partition leaving a slot, or a slot stopping, closes its
   sockets with 1012 so clients reconnect.
+- Planned moves (``durable.moves``): at each renewal the slot asks the directory for a move of
+  one of its partitions and runs it in the background (the renewals go on); it receives the
+  moves of other slots over its channel (``Arrivals``) and, woken by the source after a switch,
+  renews at once to serve what it received. SIGTERM drains its node first (every partition
+  homed there moves to other nodes, bounded by ``SIGTERM_DRAIN`` seconds), then stops it.
 - The slot starts as every process running objects does (``env.start_host``) and serves HTTP
   as ``durable dev --in-process`` does (``server.GatewayServer``).
 
@@ -47,31 +52,34 @@ from pathlib import Path
 from typing import Any
 
 from durable.channel import (
+    MOVE_KINDS,
+    ChannelClient,
     ChannelServer,
-    Endpoint,
     Frame,
     NotOwner,
     request_from,
     response_frames,
-    server_tls,
 )
 from durable.clock import SystemClock
 from durable.cluster import DIRECTORY, RAY_NAMESPACE, ClusterConfig
 from durable.cron import CronScheduler
 from durable.dedicated import dedicated_for
 from durable.directory import directory_actor_class, home_of
+from durable.endpoint import Endpoint, client_tls, server_tls
 from durable.env import Env, start_host
 from durable.errors import DataDirInUse
 from durable.gateway import Health, build_app
 from durable.host import Host
 from durable.ids import ObjectId
+from durable.moves import Arrivals, Departures, Order, Outcome, drain_on_sigterm
 from durable.relay import HolderLinks, SocketRelay, socket_reply
 from durable.server import GatewayServer, bind
-from durable.transport import ClusterTransport, LocalOwner
+from durable.transport import ClusterTransport, LocalOwner, this_node
 from durable.worker import Worker, load_worker
 
 log = logging.getLogger("durable.ray_host")
 LEASE_MARGIN = 0.9  # serve only until 90 % of the TTL after the renewal request left
+SIGTERM_DRAIN = 25.0  # seconds SIGTERM waits for the node's partitions to move
 
 
 class HostSlot:
@@ -91,6 +99,9 @@ class HostSlot:
         self.crons: CronScheduler | None = None
         self._lease_until = 0.0  # monotonic time our leases end, as we must assume
         self.node = home_of(Path(config.data_dir))  # the node our partitions' files are on
+        self.departures = Departures(Path(config.data_dir), directory)
+        self.arrivals = Arrivals(Path(config.data_dir), lambda partition: partition in self.owned)
+        self._moving: asyncio.Task[Outcome | None] | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -140,6 +151,8 @@ class HostSlot:
         live on another node; the leases run from when they were asked for (``asked_at``)."""
         assert self.host is not None
         grants = {p: grant for p, grant in grants.items() if self._at_home(p, grant[1])}
+        # A partition moving away stays closed until the move ends (``Departures.run``).
+        grants = {p: grant for p, grant in grants.items() if p not in self.departures.gates}
         for partition in [p for p in self.owned if p not in grants]:
             del self.owned[partition]
             self.host.remove_partition(partition)
@@ -176,6 +189,7 @@ class HostSlot:
                 if grants is None:  # the directory restarted and forgot us
                     grants = await self.directory.register.remote(self.slot, address, self.node)
                 self._apply(grants, asked_at)
+                self._take_move()
             except Exception:
                 log.warning("lease renewal failed", exc_info=True)
                 if time.monotonic() > self._lease_until:
@@ -187,7 +201,10 @@ class HostSlot:
 
     # -- the channel ----------------------------------------------------------------------------
     async def _handle(self, frame: list[Any]) -> list[list[Any]]:
+        if frame[0] in MOVE_KINDS:  # a partition moving here from another slot
+            return await self.arrivals.receive(frame)
         kind, rid, partition, epoch, ns, raw, name = frame[:7]
+        await self.departures.settled(partition)  # moving: wait, then not_owner or run here
         if self.owned.get(partition) != epoch or self.host is None:
             raise NotOwner(partition, epoch)
         if time.monotonic() > self._lease_until:
@@ -221,6 +238,9 @@ class HostSlot:
             self.http.exit()
         if self._renewer is not None:
             self._renewer.cancel()
+        if self._moving is not None:  # aborted at the source; the directory ends it
+            self._moving.cancel()
+            await asyncio.gather(self._moving, return_exceptions=True)
         if self.server is not None:
             await self.server.close()
             with contextlib.suppress(OSError):
@@ -234,6 +254,72 @@ class HostSlot:
             self.directory.release.remote(self.slot, released)
         if self.http is not None:
             await self.http.wait()
+
+    # -- planned moves (``durable.moves``) ---------------------------------------------------
+    def _take_move(self) -> None:
+        """Run the next move the directory planned for one of our partitions, in the
+        background (a copy may outlast a renewal period); one at a time."""
+        if self._moving is None or self._moving.done():
+            self._moving = asyncio.ensure_future(self._move_next())
+
+    async def _move_next(self) -> Outcome | None:
+        try:
+            handed = await self.directory.next_move.remote(self.slot)
+        except Exception:  # the directory restarts: ask again at the next renewal
+            log.warning("no planned move could be fetched", exc_info=True)
+            return None
+        if handed is None or self.host is None:
+            return None
+        order = Order(*handed)
+        cfg = self.config
+        dial = Endpoint.parse(order.address).dial(this_node(), cfg.channel)
+        client = ChannelClient(
+            dial, cfg.token, tls=client_tls(cfg.tls_cert) if cfg.tls_cert else None
+        )
+        try:
+            outcome = await self.departures.run(self.host, self.owned, order, client)
+        finally:
+            await client.close()
+        if outcome is Outcome.SWITCHED:
+            self._wake(order.target)
+        return outcome
+
+    def _wake(self, slot: int) -> None:
+        """Tell the target slot to renew now: it serves the partition without waiting for its
+        next renewal (calls for it meanwhile get not_owner and retry)."""
+        import ray
+
+        with contextlib.suppress(ValueError):  # not found: its renewal picks it up
+            ray.get_actor(f"durable-host-{slot}", namespace=RAY_NAMESPACE).renew_now.remote()
+
+    async def renew_now(self) -> None:
+        asked_at = time.monotonic()
+        grants = await self.directory.renew.remote(self.slot)
+        if grants is not None:
+            self._apply(grants, asked_at)
+
+    async def drain(self, timeout: float = SIGTERM_DRAIN) -> int:
+        """Move every partition of this slot's node to other nodes, one at a time, for at most
+        ``timeout`` seconds; the partitions this slot still serves."""
+        try:
+            await self.directory.drain.remote(self.node)
+        except ValueError as error:  # no other node: stop as without a drain
+            log.warning("not drained: %s", error)
+            return len(self.owned)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.owned:
+                    self._take_move()
+                    assert self._moving is not None
+                    if await asyncio.shield(self._moving) is None:
+                        await asyncio.sleep(0.1)  # another slot's move runs first
+        return len(self.owned)
+
+    async def drain_and_stop(self) -> None:
+        """SIGTERM: drain (bounded), then stop as ``stop`` does."""
+        left = await self.drain()
+        log.info("SIGTERM: drained, %d partitions left here; stopping", left)
+        await self.stop()
 
     def statistics(self) -> dict[str, Any]:
         assert self.host is not None and self.server is not None
@@ -257,6 +343,9 @@ def host_actor_class() -> Any:
             directory = ray.get_actor(DIRECTORY, namespace=RAY_NAMESPACE)
             self.slot = HostSlot(slot, config, directory)
             self.started = asyncio.ensure_future(self.slot.start())
+            drain_on_sigterm(
+                asyncio.get_running_loop(), self.slot.drain_and_stop, SIGTERM_DRAIN + 5
+            )
 
         async def ready(self) -> dict[str, Any]:
             await asyncio.shield(self.started)
@@ -270,6 +359,12 @@ def host_actor_class() -> Any:
 
         async def statistics(self) -> dict[str, Any]:
             return self.slot.statistics()
+
+        async def renew_now(self) -> None:
+            await self.slot.renew_now()
+
+        async def drain(self, timeout: float = SIGTERM_DRAIN) -> int:
+            return await self.slot.drain(timeout)
 
         async def pid(self) -> int:
             """This slot's process id (crash tests kill it with SIGKILL)."""

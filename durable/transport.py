@@ -35,16 +35,15 @@ from starlette.requests import Request
 from durable import messages
 from durable.channel import (
     ChannelClient,
-    Endpoint,
     Frame,
     NotOwner,
     NotSent,
     answer,
-    client_tls,
     fetch_head,
     response_from,
 )
 from durable.directory import LEASE_TTL
+from durable.endpoint import Endpoint, client_tls
 from durable.errors import Unavailable
 from durable.host import Host
 from durable.ids import ObjectId

@@ -16,13 +16,11 @@ import pytest
 from durable.channel import (
     ChannelClient,
     ChannelServer,
-    Endpoint,
     Frame,
     NotSent,
     answer,
-    client_tls,
-    server_tls,
 )
+from durable.endpoint import Endpoint, client_tls, server_tls
 from durable.errors import ConnectionLost
 
 TOKEN = "cluster-token"

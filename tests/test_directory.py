@@ -1,5 +1,6 @@
 """Directory: leases with growing epochs, rendezvous placement, reassign, and partition homes
-(a partition is granted only on the node holding its files; a slot refuses one that is not)."""
+(a partition is granted only on the node holding its files; a slot refuses one that is not).
+Planned moves across nodes: ``tests/test_moves.py``."""
 
 from __future__ import annotations
 
@@ -140,11 +141,11 @@ def test_homes_survive_a_directory_restart_through_the_persisted_state() -> None
     assert sorted(grants) == list(range(8)) and set(epochs(grants).values()) == {2}
 
 
-def test_reassign_to_a_slot_on_another_node_is_refused() -> None:
+def test_reassign_to_a_slot_on_another_node_plans_a_move_and_changes_no_home() -> None:
     clock = Ticks()
     d = two_nodes(clock)
-    with pytest.raises(ValueError, match="lives on node n1, slot 2 is on node n2"):
-        d.reassign(0, 2)
+    d.reassign(0, 2)  # the files must be copied first (durable.moves): only planned
+    assert d.planned[0] == 2 and d.homes[0] == "n1" and 0 not in d.pins
     with pytest.raises(ValueError, match="not registered"):
         d.reassign(0, 9)
     d.reassign(0, 1)  # same node: allowed

@@ -25,6 +25,7 @@ from websockets.exceptions import ConnectionClosed
 
 import durable
 from durable import channel
+from durable.endpoint import Endpoint
 from durable.env import start_host
 from durable.fanout import ClientSockets
 from durable.gateway import Gateway, Health, build_app
@@ -136,7 +137,7 @@ async def slot(directory: FakeDirectory, data_dir: Path, owned: list[int]) -> As
     gateway = build_app(worker, env, Health(), SocketRelay(host, transports[0]))
     made = Slot(host, epochs, server, transports[0], gateway, directory, "")
     tcp = await made.server.start_tcp("127.0.0.1", 0)
-    made.address = str(channel.Endpoint("", "", tcp.removeprefix("tcp:")))
+    made.address = str(Endpoint("", "", tcp.removeprefix("tcp:")))
     for partition in owned:
         directory.entries[partition] = (1, made.address)
     try:

@@ -102,6 +102,20 @@ class Room(DurableObject):
         return len(self.ctx.get_websockets())
 
 
+class Blob(DurableObject):
+    """An SQL object of ``fill(mb)`` megabytes: a partition that takes a while to copy."""
+
+    async def fill(self, mb: int) -> int:
+        sql = self.ctx.storage.sql
+        sql.exec("CREATE TABLE IF NOT EXISTS blobs (data BLOB)")
+        for _ in range(mb):  # rows under the 2 MB row limit
+            sql.exec("INSERT INTO blobs VALUES (randomblob(1000000))")
+        return await self.rows()
+
+    async def rows(self) -> int:
+        return int(self.ctx.storage.sql.exec("SELECT count(*) AS n FROM blobs").one()["n"])
+
+
 worker = Worker(
     objects={
         "RPC": Rpc,
@@ -116,6 +130,7 @@ worker = Worker(
         "ALARMED": Alarmed,
         "FAILING": Failing,
         "ROOM": Room,
+        "BLOB": Blob,
     }
 )
 

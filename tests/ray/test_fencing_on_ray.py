@@ -25,7 +25,8 @@ import pytest
 
 import durable
 from durable import values
-from durable.channel import ChannelClient, Endpoint, Frame
+from durable.channel import ChannelClient, Frame
+from durable.endpoint import Endpoint
 from tests.ray.apps import worker
 from tests.ray.harness import (
     AFTER,

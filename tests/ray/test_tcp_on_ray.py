@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 
 import durable
-from durable.channel import Endpoint
+from durable.endpoint import Endpoint
 from tests.ray.apps import worker
 from tests.ray.harness import RunningCluster, run_sync, wait_until
 from tests.test_channel_tcp import cert_in

@@ -7,10 +7,10 @@ It starts both slots, waits until each serves the partitions it won (a partition
 node that first served it: its home), increments objects of every partition, reads them again,
 sends HTTP requests to node A's gateway only and calls objects through
 ``connect(address="auto")``; then it asks the directory to move one of node A's partitions to node
-B's slot (a planned move: DESIGN §8's copy) and reads that partition's objects where they are
-served afterwards. It prints one JSON line: the values written, read back and after the move, the
-Ray node each call ran on, each slot's partitions, the partition folders of each data dir, and
-the move's error if the directory refused it.
+B's slot (a planned move: DESIGN §8's copy, ``durable.moves``) and reads that partition's objects
+where they are served afterwards. It prints one JSON line: the values written, read back, last
+acknowledged and after the move, the Ray node each call ran on, each slot's partitions, the
+partition moved, the partition folders of each data dir before and after it, and the move's error if it failed.
 """
 
 from __future__ import annotations
@@ -51,18 +51,23 @@ async def serve_and_call(nodes: RayNodes, out: Path) -> dict[str, Any]:
                 replies = [(await http.get(f"/tally/{name}")) for name in names]
             rpc = [await env.TALLY.get_by_name(name).increment() for name in names]
             partitions = [env.TALLY.id_from_name(name).partition(PARTITIONS) for name in names]
+            folders = slots.folders()  # before the move
             moved, move_error = await move_one(slots, owned, env, names, partitions)
+            last = {name: reply["n"] for name, reply in zip(names, rpc, strict=True)}
         return {
             "node_ids": {node: nodes.node_id(node) for node in NODES},
             "owned": owned,
             "written": written,
             "read_back": after,
             "after_move": moved,
+            "last": last,
+            "moved": owned[0][0],
             "move_error": move_error,
             "http": [[r.status_code, r.json()] for r in replies],
             "rpc": rpc,
             "partitions": partitions,
-            "folders": slots.folders(),
+            "folders": folders,
+            "folders_after_move": slots.folders(),
         }
     finally:
         await slots.stop()
@@ -75,7 +80,7 @@ async def move_one(
     moving = owned[0][0]
     try:
         await slots.directory.reassign.remote(moving, 1)
-    except Exception as error:  # refused: no planned move copies a partition across nodes yet
+    except Exception as error:
         return {}, repr(error)
 
     async def moved() -> bool:
