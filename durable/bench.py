@@ -81,6 +81,8 @@ STUDIES: tuple[Study, ...] = (
                  "--duration", "15", "--deploy-window", "8")),
     Study("todos", "todos.py", "TinyBase todo backend: every sharding strategy"),
     Study("nodes", "nodes.py", "Scaling: one node against three simulated nodes"),
+    Study("moves", "moves.py", "Planned moves: move time against size, latency during a drain",
+          quick=("--quick", "--objects", "100,1000", "--big-mb", "0")),
 )  # fmt: skip
 
 
@@ -347,6 +349,7 @@ def _scaling(outcomes: Sequence[Outcome]) -> str:
         _table(("workload", "1 slot req/s", "2 slots req/s", "2 ÷ 1"), rows) if rows else
         "The gateway study was not run.",
         _nodes(_find(outcomes, "nodes")),
+        _moves(_find(outcomes, "moves")),
         "What 2 cores allow: the load generator, the gateways and the objects share two cores, "
         "so a second host slot, or a second and third simulated node, competes with the load "
         "generator for the same CPU; DESIGN §2 expects no gain here and the figures above are "
@@ -372,6 +375,30 @@ def _nodes(result: dict[str, Any] | None) -> str:
         "data directory; a request for another node's partition crosses the channel):\n\n"
         + _table(columns, rows)
     )
+
+
+def _moves(result: dict[str, Any] | None) -> str:
+    """Planned moves between two simulated nodes (``benchmarks/moves.py``)."""
+    if result is None:
+        return "Planned moves (`moves` study) were not run."
+    sizes = [(f"1 SQL object, {r['big_mb']} MB" if "big_mb" in r else _num(r["objects"]),
+              f"{r['bytes'] / 2**20:,.1f}", f"{r['move_s']:.2f}", f"{r['end_to_end_s']:.2f}",
+              _num(r["longest_call_ms"]))
+             for r in result["sizes"]]  # fmt: skip
+    drain = result["drain"]
+    phases = [(phase, _num(drain[phase]["calls"]), _num(drain[phase]["p50_ms"], 2),
+               _num(drain[phase]["p99_ms"], 2), _num(drain[phase]["max_ms"], 1),
+               _num(drain[phase]["errors"]))
+              for phase in ("before", "during")]  # fmt: skip
+    return "\n\n".join([
+        "Planned moves between two simulated nodes (a copy with SQLite's backup API streamed over "
+        "the channel; the partition's calls wait for the move, then run at the target):",
+        _table(("objects in the partition", "MiB on disk", "move s (calls wait)",
+                "asked → served s", "longest call ms"), sizes),
+        f"A drain of {_num(drain['partitions_moved'])} partitions ({drain['drain_s']:.1f} s) "
+        f"under {_num(drain['clients'])} RPC clients:",
+        _table(("phase", "calls", "p50 ms", "p99 ms", "max ms", "errors"), phases),
+    ])  # fmt: skip
 
 
 def cost_per_million(rps: float, objects: int, concurrency: int, reads: float, writes: float,

@@ -229,3 +229,26 @@ def test_scaling_shows_three_simulated_nodes_against_one(tmp_path: Path) -> None
     report = write_report([outcome], tmp_path, quick=True).read_text()
     assert "| three-nodes-spread | 3 | 3,000 | 0.75× | 40.0 | 300 |" in report
     assert "The gateway study was not run." in report
+
+
+def test_scaling_shows_move_time_by_size_and_the_drain(tmp_path: Path) -> None:
+    phase = {"calls": 1_000, "p50_ms": 1.5, "p99_ms": 8.0, "max_ms": 40.0, "errors": 0}
+    result = {
+        "sizes": [
+            {"objects": 1000, "bytes": 2**20, "move_s": 0.04, "end_to_end_s": 0.9,
+             "longest_call_ms": 30.0},
+            {"objects": 1, "bytes": 110 * 2**20, "move_s": 1.5, "end_to_end_s": 3.5,
+             "longest_call_ms": 1_650.0, "big_mb": 110},
+        ],
+        "drain": {"clients": 16, "partitions_moved": 3, "drain_s": 4.1, "before": phase,
+                  "during": {**phase, "p99_ms": 9.5, "errors": 2}},
+        "goals": [],
+    }  # fmt: skip
+    log = tmp_path / "moves.log"
+    log.write_text("")
+    outcome = Outcome(select("moves")[0], 1.0, 0, log, result)
+    report = write_report([outcome], tmp_path, quick=True).read_text()
+    assert "| 1,000 | 1.0 | 0.04 | 0.90 | 30 |" in report
+    assert "| 1 SQL object, 110 MB | 110.0 | 1.50 | 3.50 | 1,650 |" in report
+    assert "A drain of 3 partitions (4.1 s) under 16 RPC clients:" in report
+    assert "| during | 1,000 | 1.50 | 9.50 | 40.0 | 2 |" in report
