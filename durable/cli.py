@@ -51,6 +51,7 @@ from durable.backup import Progress, backup, restore
 from durable.bench import STUDIES, run_suite
 from durable.cluster import DIRECTORY, RAY_NAMESPACE, ClusterConfig, default_slots, new_token
 from durable.connection import connect
+from durable.directory import home_of
 from durable.env import read_meta
 from durable.errors import DataDirInUse, DurableError, InvalidArgument, PortInUse
 from durable.gateway import Health, build_app
@@ -364,12 +365,20 @@ def _progress_bar(what: str) -> Iterator[Progress]:
         yield advance
 
 
+RAY_ADDRESS = typer.Option("auto", help="the Ray cluster the durable cluster runs on")
 SOURCE_DIR = typer.Argument(..., help="the data dir to copy (may be serving)")
 BACKUP_DIR = typer.Argument(..., help="a new or empty directory for the backup")
 BACKUP_IN = typer.Argument(..., help="a backup made by `durable backup`")
-TARGET_DIR = typer.Argument(..., help="the data dir to restore into (not serving)")
+TARGET_DIR = typer.Argument(
+    ..., help="the data dir to restore into (not serving, but for --rehome: a serving node's)"
+)
 ONE_PARTITION = typer.Option(None, help="restore only this partition")
 ONE_OBJECT = typer.Option(None, "--object", help="restore only this object: NS:NAME")
+REHOME = typer.Option(
+    False,
+    "--rehome",
+    help="with --partition: the partition's node is lost; serve it from DATA_DIR's node",
+)
 
 
 @app.command("backup")
@@ -393,8 +402,16 @@ def restore_command(
     data_dir: Path = TARGET_DIR,
     partition: int = ONE_PARTITION,
     object_: str = ONE_OBJECT,
+    rehome: bool = REHOME,
+    address: str = RAY_ADDRESS,
 ) -> None:
-    """Restore a backup: everything, one partition, or one object's rows or file."""
+    """Restore a backup: everything, one partition, or one object's rows or file. With
+    ``--rehome``, a partition whose node is lost comes back on the node of DATA_DIR (serving)."""
+    if rehome and partition is None:
+        _fail("--rehome takes --partition N: the lost partition to serve from DATA_DIR's node")
+    node = _node_of(data_dir) if rehome else None
+    if node is not None:
+        _rehome(address, partition, node, check=True)  # refused before any file is written
     target = None
     if object_ is not None:
         ns, sep, name = object_.partition(":")
@@ -411,9 +428,24 @@ def restore_command(
         raise typer.Exit(2) from None
     what = f"object {object_}" if target else f"{len(touched)} partition(s)"
     typer.echo(f"restored {what} into {data_dir.resolve()}")
+    if node is not None:
+        _rehome(address, partition, node)
+        typer.echo(f"partition {partition} now lives on node {node}; its slot serves it next")
 
 
-RAY_ADDRESS = typer.Option("auto", help="the Ray cluster the durable cluster runs on")
+def _node_of(data_dir: Path) -> str:
+    """The home id of a serving node's data dir (never written here: bad input changes nothing)."""
+    if not (data_dir / "home-id").is_file():
+        _fail(f"{data_dir} has no home-id: give the data dir of a node of the running cluster")
+    return home_of(data_dir)
+
+
+def _rehome(address: str, partition: int, node: str, check: bool = False) -> None:
+    import ray
+
+    refused = ray.get(_directory_at(address).rehome.remote(partition, node, check))
+    if refused is not None:
+        _fail(f"cannot rehome: {refused}")
 
 
 def _directory_at(address: str) -> Any:

@@ -42,6 +42,10 @@ Guarantees:
   homes, plans the moves that make each home the node of the partition's rendezvous winner
   among live slots (so about 1/n of them move to the new node); nodes being drained are left
   out of that placement.
+- Restores onto another node: ``rehome`` (``durable restore --partition N --rehome``) makes a
+  live node the home of a partition whose home node has no live slot and whose lease lapsed,
+  persisted before any grant; every other case is refused with nothing changed, so a partition
+  some slot may still serve never gets a second copy. The lost node's copy is never served.
 
 Does not guarantee:
 - A slot that cannot reach the directory keeps serving until its lease ends (TTL); callers then
@@ -372,6 +376,40 @@ class Directory:
             "homes": by_node,
         }
 
+    # -- restores onto another node --------------------------------------------------------------
+    def rehome(self, partition: int, node: str, check: bool = False) -> None:
+        """Make ``node`` the home of ``partition`` after its home node was lost and an operator
+        restored the partition there from a backup (``durable restore --rehome``). ``check``
+        only checks. ``ValueError`` (nothing changed) unless its home has no live slot, no
+        lease on it is still valid, no move of it runs and ``node`` has a live slot: so a
+        partition that some slot may still serve is never given a second, diverging copy. Its
+        old home keeps a stale copy that is never served (a slot refuses a foreign partition)."""
+        now = self.now()
+        live = {self.nodes[s] for s in self._live_slots(now)}
+        home, lease = self.homes.get(partition), self.leases.get(partition)
+        if not 0 <= partition < self.partitions:
+            raise ValueError(f"partition {partition} does not exist (0-{self.partitions - 1})")
+        if home is not None and home in live:
+            raise ValueError(
+                f"partition {partition} is served on its home node {home}: restoring over it "
+                "would lose its newer writes (to move it, use `durable drain`)"
+            )
+        if lease is not None and lease.expires >= now:
+            raise ValueError(
+                f"partition {partition} has a lease for {lease.expires - now:.0f} s more: "
+                "retry once it lapsed"
+            )
+        if partition in self.moves:
+            raise ValueError(f"partition {partition} is being moved: retry once the move ended")
+        if node not in live:
+            raise ValueError(f"node {node} has no live slot to serve partition {partition}")
+        if check:
+            return
+        for pending in (self.planned, self.pins, self.failed, self.attempts, self.retry):
+            pending.pop(partition, None)
+        self.homes[partition] = node
+        self.on_home(partition, node)  # persisted before a slot of ``node`` is granted it
+
     def table(self) -> dict[int, tuple[int, str]]:
         """partition -> (epoch, channel address) for every partition with a valid lease."""
         now = self.now()
@@ -461,6 +499,14 @@ def directory_actor_class() -> Any:
 
         def move_status(self) -> dict[str, Any]:
             return self.directory.move_status()
+
+        def rehome(self, partition: int, node: str, check: bool = False) -> str | None:
+            """``Directory.rehome``; why it was refused (None: done)."""
+            try:
+                self.directory.rehome(partition, node, check)
+            except ValueError as refused:
+                return str(refused)
+            return None
 
         def nodes(self) -> dict[int, tuple[str, str]]:
             """slot -> (node, channel address): what ``durable drain NODE`` matches NODE with."""

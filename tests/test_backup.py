@@ -203,3 +203,20 @@ async def test_cli_backup_and_restore(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "NS:NAME" in bad.output
     refused = runner.invoke(app, ["restore", str(tmp_path / "nowhere"), str(tmp_path / "data")])
     assert refused.exit_code == 2 and "no manifest.json" in refused.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        ([], "--rehome takes --partition N"),
+        (["--partition", "1"], "has no home-id: give the data dir of a node"),
+    ],
+)
+def test_cli_rehome_refuses_bad_input_before_touching_anything(
+    tmp_path: Path, extra: list[str], why: str
+) -> None:
+    target = tmp_path / "not-a-node"
+    args = ["restore", str(tmp_path / "backup"), str(target), "--rehome", *extra]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and why in refused.output, refused.output
+    assert not target.exists()

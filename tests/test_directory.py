@@ -211,3 +211,64 @@ def test_new_partitions_wait_for_every_slot_to_register_but_not_forever() -> Non
     assert late.renew(0) == {}
     clock.t += 2.0  # START_GRACE TTLs on, the other slot never came: the first creates them all
     assert sorted(late.renew(0)) == [0, 1, 2, 3]
+
+
+def lost_n2(clock: Ticks) -> Directory:
+    """Partitions 0-3 homed on n1 (slot 0), 4-7 on n2 (slot 2), whose node is then lost."""
+    homes = {p: "n1" if p < 4 else "n2" for p in range(8)}
+    d = Directory(8, ttl=10.0, now=clock, homes=homes)
+    d.register(0, "unix:a", "n1")
+    d.register(2, "tcp:c", "n2")
+    settle(d, clock, (0,))
+    return d
+
+
+def test_rehome_gives_a_lost_node_s_partition_to_a_live_node_with_a_new_epoch() -> None:
+    clock = Ticks()
+    d = lost_n2(clock)
+    before = d.epochs[5]
+    persisted: list[tuple[int, str]] = []
+    d.on_home = lambda partition, node: persisted.append((partition, node))
+    d.rehome(5, "n1")
+    assert persisted == [(5, "n1")] and d.homes[5] == "n1"
+    grants = d.renew(0)
+    assert grants[5] == (before + 1, "n1")  # a new epoch fences any stale holder
+    assert 5 not in d.unplaceable() and 4 in d.unplaceable()
+    d.register(2, "tcp:c2", "n2")  # n2 returns with its stale copy: it never gets 5 back
+    assert 5 not in settle(d, clock, (0, 2))[2]
+
+
+@pytest.mark.parametrize(
+    ("partition", "node", "refusal"),
+    [
+        (1, "n2", "is served on its home node n1"),  # its home lives: a move, not a restore
+        (6, "n3", "node n3 has no live slot"),
+        (9, "n1", "partition 9 does not exist"),
+    ],
+)
+def test_rehome_is_refused_with_the_reason_and_changes_nothing(
+    partition: int, node: str, refusal: str
+) -> None:
+    d = lost_n2(Ticks())
+    homes = dict(d.homes)
+    with pytest.raises(ValueError, match=refusal):
+        d.rehome(partition, node)
+    assert d.homes == homes
+
+
+def test_rehome_waits_for_the_lost_node_s_lease_to_lapse_and_check_changes_nothing() -> None:
+    clock = Ticks()
+    homes = {p: "n1" if p < 4 else "n2" for p in range(8)}
+    d = Directory(8, ttl=10.0, now=clock, homes=homes)
+    d.register(0, "unix:a", "n1")
+    d.register(2, "tcp:c", "n2")
+    clock.t += 11.0  # n2 renews no more; its slot is no longer live, its leases just lapsed
+    d.renew(0)
+    d.leases[5].expires = clock.t + 3  # as if n2 had renewed just before it vanished
+    with pytest.raises(ValueError, match="has a lease for 3 s more"):
+        d.rehome(5, "n1")
+    clock.t += 4
+    d.rehome(5, "n1", check=True)
+    assert d.homes[5] == "n2"
+    d.rehome(5, "n1")
+    assert d.homes[5] == "n1"
