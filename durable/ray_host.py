@@ -352,6 +352,8 @@ def host_actor_class() -> Any:
             return {
                 "owned": dict(self.slot.owned),
                 "address": self.slot.server and self.slot.server.address,
+                "healthy": self.slot.health.ready,  # what its gateway's /healthz answers
+                "pid": os.getpid(),
             }
 
         async def stop(self) -> None:
