@@ -8,7 +8,8 @@ time, each emptied first, so a deploy resets no object and fails no request (iss
             drained (``moves.drain_node``: copy, verify, switch, delete); then wait until the
             slot serves no partition
     stop    ``HostActor.stop`` (HTTP stops, its WebSockets close with 1012, commit, close,
-            release), then ``ray.kill(no_restart=False)``: Ray starts the actor again
+            release; at most ``STOP`` s), then ``ray.kill(no_restart=False)``: Ray starts
+            the actor again
     serve   wait until a new process (another pid) registered and its gateway's ``/healthz``
             answers 200
     refill  give it its partitions back: ``reassign`` each handed one to it, or ``rebalance``
@@ -45,6 +46,7 @@ move given up is such a failure. Run it again once the cause is fixed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 from collections.abc import Awaitable, Callable
@@ -57,6 +59,7 @@ from durable.moves import Progress, drain_node
 SLOT_TIMEOUT = 600.0  # seconds one slot may take to empty, restart and refill
 POLL = 0.1  # seconds between looks at the directory or the slot
 ASK = 5.0  # seconds one look at a slot may take (a restarting actor may not answer)
+STOP = 30.0  # seconds a slot may take to stop gracefully before it is killed all the same
 
 
 class Way(enum.Enum):
@@ -159,7 +162,9 @@ async def restart_slot(
     if way is not Way.ALONE:
         await _until(lambda: _serves_nothing(actor), deadline, "it to serve no partition")
     pid = (await actor.ready.remote())["pid"]
-    await actor.stop.remote()
+    with contextlib.suppress(TimeoutError):  # it serves nothing: a stop that hangs is killed
+        async with asyncio.timeout(STOP):
+            await actor.stop.remote()
     kill(actor)
     await _until(lambda: _serving_again(actor, pid), deadline, "it to serve again")
     for partition in handed:
