@@ -1,5 +1,5 @@
 """The ``durable`` command: ``dev``, ``serve``, ``inspect``, ``backup``/``restore``, ``bench``
-(CONTRACTS §6), and on a running cluster ``nodes`` and ``drain``.
+(CONTRACTS §6), and on a running cluster ``nodes``, ``drain`` and ``restart``.
 
 ``durable dev [TARGET]`` serves TARGET's worker on http://127.0.0.1:8787 with data in
 ``./.durable``, on a private local Ray (never a cluster by accident): host slots (one per CPU
@@ -18,6 +18,10 @@ Guarantees:
   has an owner); ``/healthz`` then answers 200.
 - SIGTERM or Ctrl-C: stop accepting, flush, close, exit (a second Ctrl-C in process: without
   waiting for open connections).
+
+``durable restart [--address auto] [--force]`` restarts every host slot, one at a time, each
+emptied first (``durable.rollout``); exit 0 once every slot serves again, 1 if one did not
+(which, and why), 2 if a slot is the only one of the cluster and ``--force`` was not given.
 
 ``durable drain NODE [--address auto]`` moves every partition homed on NODE to the other nodes
 (``durable.moves``, one at a time) with a progress bar; NODE is a home id (the ``home-id`` file of
@@ -60,6 +64,8 @@ from durable.logs import configure as configure_logs
 from durable.moves import DRAIN_TIMEOUT, drain_node, node_table
 from durable.partition import Partition
 from durable.ray_host import Cluster
+from durable.rollout import SLOT_TIMEOUT
+from durable.rollout import restart as rolling_restart
 from durable.server import GatewayServer, bind
 from durable.worker import Worker, load_worker, target_paths
 
@@ -490,6 +496,27 @@ def drain(
     for partition, why in sorted(drained.failed.items()):
         typer.echo(f"durable: partition {partition} not moved: {why}", err=True)
     if drained.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def restart(
+    address: str = RAY_ADDRESS,
+    timeout: float = typer.Option(SLOT_TIMEOUT, help="seconds each slot may take"),
+    force: bool = typer.Option(False, help="restart a slot that is alone anyway (unavailable)"),
+) -> None:
+    """Restart every host slot, one at a time, each emptied first (its partitions handed to
+    another slot of its node, or moved to other nodes) and refilled once it serves again."""
+    directory = _directory_at(address)
+    try:
+        with _progress_bar("restart") as progress:
+            rollout = asyncio.run(rolling_restart(directory, progress, timeout, force))
+    except ValueError as error:
+        _fail(str(error))
+    for slot in rollout.restarted:
+        typer.echo(f"slot {slot} restarted in {rollout.seconds[slot]:.1f} s")
+    for slot, why in rollout.failed.items():
+        typer.echo(f"durable: slot {slot} not restarted: {why}", err=True)
         raise typer.Exit(1)
 
 

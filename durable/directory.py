@@ -46,6 +46,9 @@ Guarantees:
   live node the home of a partition whose home node has no live slot and whose lease lapsed,
   persisted before any grant; every other case is refused with nothing changed, so a partition
   some slot may still serve never gets a second copy. The lost node's copy is never served.
+- Handover before a restart (``durable.rollout``): ``hand_over(slot)`` pins every partition of
+  the slot's node to its other live slots, each leased one handed over by ``reassign``, so
+  placement gives none to ``slot`` until one is reassigned to it.
 
 Does not guarantee:
 - A slot that cannot reach the directory keeps serving until its lease ends (TTL); callers then
@@ -253,6 +256,27 @@ class Directory:
             return
         self.pins[partition] = slot
         self.expire(partition)
+
+    def hand_over(self, slot: int) -> dict[int, int]:
+        """Before ``slot`` restarts: every partition homed on its node that it holds (or might
+        win) goes to another live slot of that node, by ``reassign`` (same disk: a lease
+        handover, no copy); those the others hold are pinned where they are. partition -> the
+        slot it goes to; ``ValueError`` if its node has no other live slot."""
+        node = self.nodes.get(slot)
+        siblings = [s for s in self._live_slots(self.now()) if s != slot and self.nodes[s] == node]
+        if not siblings:
+            raise ValueError(f"slot {slot} has no other live slot on its node to hand over to")
+        handed = {}
+        for partition, home in sorted(self.homes.items()):
+            lease = self.leases.get(partition)
+            if home != node:
+                continue
+            if lease is not None and lease.slot in siblings:
+                self.pins[partition] = lease.slot  # stays: placement may not pick ``slot``
+            else:
+                handed[partition] = rendezvous(partition, siblings)
+                self.reassign(partition, handed[partition])
+        return handed
 
     # -- planned moves ---------------------------------------------------------------------------
     def plan(self, partition: int, target: int) -> None:
@@ -481,6 +505,9 @@ def directory_actor_class() -> Any:
 
         def table(self) -> dict[int, tuple[int, str]]:
             return self.directory.table()
+
+        def hand_over(self, slot: int) -> dict[int, int]:
+            return self.directory.hand_over(slot)
 
         def drain(self, node: str) -> list[int]:
             return self.directory.drain(node)

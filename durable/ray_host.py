@@ -20,7 +20,8 @@ Guarantees:
   of a partition whose files are on another node is never served.
 - The HTTP port is bound (``SO_REUSEPORT``, so several slots of one node share it) only once every
   partition of the cluster has an owner; ``/healthz`` then answers 200.
-- ``stop()`` stops HTTP, commits, closes every database and releases every lock.
+- ``stop()`` stops HTTP (requests in flight finish first, for up to ``HTTP_DRAIN`` s), commits,
+  closes every database and releases every lock.
 - Hibernatable WebSockets work across slots: the gateway's ``SocketRelay`` sends socket events
   to the slot owning the object (in process when it is this one) and that slot's pushes come
   back as PUSH frames (``relay.py``); a partition leaving a slot, or a slot stopping, closes its
@@ -80,6 +81,7 @@ from durable.worker import Worker, load_worker
 log = logging.getLogger("durable.ray_host")
 LEASE_MARGIN = 0.9  # serve only until 90 % of the TTL after the renewal request left
 SIGTERM_DRAIN = 25.0  # seconds SIGTERM waits for the node's partitions to move
+HTTP_DRAIN = 5.0  # seconds ``stop`` lets HTTP requests in flight finish before the channel closes
 
 
 class HostSlot:
@@ -236,6 +238,11 @@ class HostSlot:
             await self.crons.close()
         if self.http is not None:
             self.http.exit()
+            # Requests in flight still call objects over this slot's channel clients: let them
+            # finish (bounded) before those close, or their callers get ConnectionLost (500).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HTTP_DRAIN):
+                    await asyncio.shield(self.http.wait())
         if self._renewer is not None:
             self._renewer.cancel()
         if self._moving is not None:  # aborted at the source; the directory ends it
@@ -352,6 +359,8 @@ def host_actor_class() -> Any:
             return {
                 "owned": dict(self.slot.owned),
                 "address": self.slot.server and self.slot.server.address,
+                "healthy": self.slot.health.ready,  # what its gateway's /healthz answers
+                "pid": os.getpid(),
             }
 
         async def stop(self) -> None:

@@ -272,3 +272,34 @@ def test_rehome_waits_for_the_lost_node_s_lease_to_lapse_and_check_changes_nothi
     assert d.homes[5] == "n2"
     d.rehome(5, "n1")
     assert d.homes[5] == "n1"
+
+
+# -- handover before a restart (durable.rollout) ---------------------------------------------
+
+
+def test_hand_over_gives_a_slot_s_partitions_to_the_other_slots_of_its_node_until_reassigned() -> (
+    None
+):
+    clock = Ticks()
+    d = Directory(8, ttl=10.0, now=clock, expected=3)
+    for slot, node in ((0, "n1"), (1, "n1"), (2, "n2")):
+        d.register(slot, f"unix:{slot}", node)
+    held = {s: set(d.renew(s)) for s in (0, 1, 2)}
+    handed = d.hand_over(0)
+    assert set(handed) == held[0] and set(handed.values()) == {1}  # n2's slot takes none
+    clock.t += 1.0
+    assert d.renew(0) == {}  # it lets them go at its next renewal, and wins none back
+    assert set(d.renew(1)) == held[0] | held[1] and set(d.renew(2)) == held[2]
+    for partition in handed:
+        d.reassign(partition, 0)  # back once it serves again
+    clock.t += 1.0
+    d.renew(1)
+    assert set(d.renew(0)) == held[0]
+
+
+def test_hand_over_needs_another_live_slot_on_the_node() -> None:
+    d = Directory(4, ttl=10.0, now=Ticks(), expected=2)
+    d.register(0, "unix:a", "n1")
+    d.register(1, "unix:b", "n2")
+    with pytest.raises(ValueError, match="slot 0 has no other live slot on its node"):
+        d.hand_over(0)

@@ -59,7 +59,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         {
             "channel", "cluster", "collector", "connection", "dedicated", "directory", "endpoint", "fanout",
             "frontdoor", "gateway", "metrics", "moves", "patterns", "ray_host", "relay",
-            "responses", "routers", "server", "transport", "upgrade",
+            "responses", "rollout", "routers", "server", "transport", "upgrade",
         },
     ),
     ("entry points", {"__init__", "bench", "cli", "inspect", "testing"}),

@@ -225,3 +225,78 @@ async def stop_load(stop: asyncio.Event, tasks: list[asyncio.Future[None]]) -> N
     for result in await asyncio.gather(*tasks, return_exceptions=True):
         if isinstance(result, BaseException):
             raise result
+
+
+async def http_load(urls: list[str], client: Client, stop: asyncio.Event) -> None:
+    """Increment ``client.name`` through the gateways at ``urls`` until ``stop``, as a load
+    balancer would: after a transport error (a gateway stopping), the next one. A refused
+    connection sent nothing; any other failure, a non-200 included, may have run."""
+    import httpx
+
+    turn = 0
+    async with httpx.AsyncClient(timeout=30) as http:
+        while not stop.is_set():
+            try:
+                reply = await http.get(f"{urls[turn % len(urls)]}/tally/{client.name}")
+            except httpx.TransportError as error:  # refused: nothing sent; else it may have run
+                lost = "refused" if isinstance(error, httpx.ConnectError) else "lost"
+                client.log.append(("error", f"http-{lost}"))
+                turn += 1
+                await asyncio.sleep(0.01)
+                continue
+            if reply.status_code == 200:
+                client.log.append(("ack", reply.json()["n"]))
+            else:
+                client.log.append(("error", f"http-{reply.status_code}"))
+                await asyncio.sleep(0.01)
+
+
+def checked(clients: list[Client], finals: dict[str, int]) -> list[str]:
+    """What ``Client.check`` found wrong, per client (empty: every log is consistent)."""
+    problems = []
+    for client in clients:
+        try:
+            client.check(finals[client.name])
+        except AssertionError as error:
+            problems.append(f"{client.name}: {str(error)[:300]}")
+    return problems
+
+
+def kind(error: Any) -> str:
+    """A logged failure's kind: the exception's class name, or the string logged."""
+    return error if isinstance(error, str) else type(error).__name__
+
+
+async def healthy(url: str) -> bool:
+    """Whether the gateway at ``url`` answers ``/healthz`` with 200."""
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+            return (await http.get("/healthz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def close_code(client: Any, timeout: float = 30.0) -> int | None:
+    """The code a WebSocket client (``websockets``) is closed with, reading what comes first."""
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                await client.recv()  # frames still in flight, then the close
+    except ConnectionClosed:
+        return int(client.close_code) if client.close_code is not None else None
+
+
+_marks: dict[str, int] = {}
+
+
+async def acked(clients: list[Client], more: int) -> bool:
+    """Every client acknowledged ``more`` calls since this was last true for it."""
+    counts = {c.name: len(c.acked) for c in clients}
+    if all(counts[c.name] >= _marks.get(c.name, 0) + more for c in clients):
+        _marks.update(counts)
+        return True
+    return False

@@ -26,12 +26,15 @@ from typing import Any
 from tests.ray.harness import PYTHONPATH, ROOT, free_port, make_config
 
 
-def run_scenario(module: str, out: Path) -> dict[str, Any]:
-    """Run ``python -m module out`` on its own Ray; the JSON line it printed last."""
+def run_scenario(
+    module: str, out: Path, timeout: float = 200, args: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Run ``python -m module out *args`` on its own Ray (at most ``timeout`` s); the JSON line
+    it printed last."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     done = subprocess.run(
-        [sys.executable, "-m", module, str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=200,
+        [sys.executable, "-m", module, str(out), *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])

@@ -27,12 +27,21 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 import durable
 from tests.ray.apps import worker
-from tests.ray.harness import CLIENTS, IN_FLIGHT_ERRORS, Client, keep_incrementing, wait_until
+from tests.ray.harness import (
+    CLIENTS,
+    IN_FLIGHT_ERRORS,
+    Client,
+    acked,
+    checked,
+    http_load,
+    keep_incrementing,
+    kind,
+    wait_until,
+)
 from tests.ray.simulated import RayNodes, Slots, main, run_scenario
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -94,28 +103,6 @@ async def settled(slots: Slots) -> dict[str, Any] | None:
     return None if status["planned"] or status["running"] else status
 
 
-async def http_load(url: str, client: Client, stop: asyncio.Event) -> None:
-    """Increment ``client.name`` through a gateway until ``stop``; a non-200 may have run."""
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        while not stop.is_set():
-            reply = await http.get(f"/tally/{client.name}")
-            if reply.status_code == 200:
-                client.log.append(("ack", reply.json()["n"]))
-            else:
-                client.log.append(("error", f"http-{reply.status_code}"))
-                await asyncio.sleep(0.01)
-
-
-def checked(clients: list[Client], finals: dict[str, int]) -> list[str]:
-    problems = []
-    for client in clients:
-        try:
-            client.check(finals[client.name])
-        except AssertionError as error:
-            problems.append(f"{client.name}: {str(error)[:300]}")
-    return problems
-
-
 async def scenario(nodes: RayNodes, out: Path) -> dict[str, Any]:
     slots = Slots(out, NODES, PARTITIONS)  # C's slot waits for its node
     try:
@@ -128,13 +115,13 @@ async def scenario(nodes: RayNodes, out: Path) -> dict[str, Any]:
         web = Client("web")
         async with durable.connect(worker, address="auto") as env:
             load = [asyncio.ensure_future(keep_incrementing(env, c, stop)) for c in clients]
-            await wait_until(lambda: _acked(clients, 3), 30, "the load to run")
+            await wait_until(lambda: acked(clients, 3), 30, "the load to run")
 
             nodes.add("node-c")  # C joins: a rebalance is planned and run
             await asyncio.wait_for(slots.hosts[2].ready.remote(), 90)
             ids = await slots.directory.nodes.remote()
             names = {home: SHORT[NODES[int(slot)]] for slot, (home, _) in ids.items()}
-            load.append(asyncio.ensure_future(http_load(slots.url(2), web, stop)))
+            load.append(asyncio.ensure_future(http_load([slots.url(2)], web, stop)))
             await wait_until(lambda: settled(slots), 120, "the rebalance to finish")
             homes_after_join = await homes(slots, names)
             rebalanced = sorted((await slots.directory.move_status.remote())["moved"])
@@ -147,7 +134,7 @@ async def scenario(nodes: RayNodes, out: Path) -> dict[str, Any]:
             os.kill(pid_b, signal.SIGTERM)  # B's slot drains B, then stops (Ray restarts it)
             await wait_until(lambda: _drained(slots, names, "b"), 120, "node B to be drained")
             homes_after_sigterm = await homes(slots, names)
-            await wait_until(lambda: _acked([*clients, web], 3), 30, "the load to go on")
+            await wait_until(lambda: acked([*clients, web], 3), 30, "the load to go on")
 
             stop.set()
             results = await asyncio.gather(*load, return_exceptions=True)
@@ -167,23 +154,11 @@ async def scenario(nodes: RayNodes, out: Path) -> dict[str, Any]:
             "failed_moves": status["failed"],
             "folders": slots.folders(),
             "acks": [len(c.acked) for c in everyone],
-            "errors": sorted({_kind(e) for c in everyone for e in c.failures}),
+            "errors": sorted({kind(e) for c in everyone for e in c.failures}),
             "failed_checks": checked(everyone, finals) + crashed,
         }
     finally:
         await slots.stop()
-
-
-_marks: dict[str, int] = {}
-
-
-async def _acked(clients: list[Client], more: int) -> bool:
-    """Every client acknowledged ``more`` calls since this was last true for it."""
-    counts = {c.name: len(c.acked) for c in clients}
-    if all(counts[c.name] >= _marks.get(c.name, 0) + more for c in clients):
-        _marks.update(counts)
-        return True
-    return False
 
 
 async def _drained(slots: Slots, names: dict[str, str], node: str) -> bool:
@@ -198,10 +173,6 @@ def durable_drain(node: str) -> list[Any]:
 
     done = CliRunner().invoke(app, ["drain", node, "--timeout", "120"])
     return [done.exit_code, done.output[-300:]]
-
-
-def _kind(error: Any) -> str:
-    return error if isinstance(error, str) else type(error).__name__
 
 
 if __name__ == "__main__":

@@ -26,14 +26,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
 
 from durable.ids import id_from_name
-from tests.ray.harness import wait_until
+from tests.ray.harness import close_code, healthy, wait_until
 from tests.ray.simulated import RayNodes, Slots, main, run_scenario
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -148,14 +146,6 @@ async def spread(slots: Slots) -> list[list[int]] | None:
     )
 
 
-async def healthy(url: str) -> bool:
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=5) as http:
-            return (await http.get("/healthz")).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def room_in(partitions: list[int], skip: int = 0) -> str:
     """A room name whose object lives in one of ``partitions`` (the ``skip``-th such name)."""
     names = (f"room-{i}" for i in range(1000))
@@ -165,15 +155,6 @@ def room_in(partitions: list[int], skip: int = 0) -> str:
 
 async def recv(client: ClientConnection, n: int) -> list[Any]:
     return [await asyncio.wait_for(client.recv(), 30) for _ in range(n)]
-
-
-async def close_code(client: ClientConnection) -> int | None:
-    try:
-        async with asyncio.timeout(30):
-            while True:
-                await client.recv()  # frames still in flight, then the close
-    except ConnectionClosed:
-        return client.close_code
 
 
 async def timed_fan_out(room: list[ClientConnection], sender: ClientConnection) -> dict[str, float]:

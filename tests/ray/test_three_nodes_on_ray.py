@@ -21,9 +21,9 @@ from websockets.asyncio.client import connect as ws_connect
 import durable
 from durable.ids import id_from_name
 from tests.ray.apps import worker
-from tests.ray.harness import wait_until
+from tests.ray.harness import healthy, wait_until
 from tests.ray.simulated import RayNodes, Slots, main, run_scenario
-from tests.ray.test_sockets_on_ray import healthy, recv
+from tests.ray.test_sockets_on_ray import recv
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(240)]
 
