@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import shutil
 import socket
 import time
@@ -160,6 +161,9 @@ AFTER = 20  # ... and after it
 IN_FLIGHT_ERRORS = (ConnectionLost, ObjectReset)  # the call was sent: it may or may not have run
 OUTAGE_ERRORS = (Overloaded, Unavailable)  # no owner reachable (or too busy): nothing ran
 # Over HTTP every failure (a transport error, a non-200 status) may have run.
+# The failure kinds a client may retry after: the call did not run, or may have run once.
+RETRYABLE = {e.__name__ for e in (*IN_FLIGHT_ERRORS, *OUTAGE_ERRORS)}
+RETRYABLE |= {"http-503", "http-refused", "http-lost"}
 
 
 @dataclass
@@ -300,3 +304,69 @@ async def acked(clients: list[Client], more: int) -> bool:
         _marks.update(counts)
         return True
     return False
+
+
+async def read_forward(env: Any, names: list[str], seen: dict[str, list[int]], stop: Any) -> None:
+    """Read the counters ``names`` in turn until ``stop``; ``seen`` gets each value read."""
+    while not stop.is_set():
+        for name in names:
+            try:
+                seen[name].append(await env.TALLY.get_by_name(name).value())
+            except (*IN_FLIGHT_ERRORS, *OUTAGE_ERRORS):
+                await asyncio.sleep(0.01)
+
+
+def went_backwards(seen: dict[str, list[int]]) -> list[str]:
+    return [
+        f"{name}: {a} then {b}"
+        for name, values in seen.items()
+        for a, b in itertools.pairwise(values)
+        if b < a
+    ]
+
+
+@dataclass
+class Load:
+    """``CLIENTS`` RPC writers (one counter each), an HTTP writer through ``urls`` (``http_load``)
+    and a reader of the writers' counters (``read_forward``), running until ``finish``."""
+
+    clients: list[Client]
+    web: Client
+    seen: dict[str, list[int]]
+    stop: asyncio.Event
+    tasks: list[asyncio.Future[None]]
+
+    @classmethod
+    def start(cls, env: Any, urls: list[str]) -> Load:
+        clients, web, stop = (
+            [Client(f"c{i}") for i in range(CLIENTS)],
+            Client("web"),
+            asyncio.Event(),
+        )
+        seen: dict[str, list[int]] = {c.name: [] for c in clients}
+        tasks = [asyncio.ensure_future(keep_incrementing(env, c, stop)) for c in clients]
+        tasks.append(asyncio.ensure_future(http_load(urls, web, stop)))
+        tasks.append(asyncio.ensure_future(read_forward(env, list(seen), seen, stop)))
+        return cls(clients, web, seen, stop, tasks)
+
+    @property
+    def everyone(self) -> list[Client]:
+        return [*self.clients, self.web]
+
+    async def finish(self, env: Any) -> list[str]:
+        """Stop the load; what ``checked`` found wrong against the final values, and any task
+        that crashed."""
+        self.stop.set()
+        results = await asyncio.gather(*self.tasks, return_exceptions=True)
+        crashed = [repr(r) for r in results if isinstance(r, BaseException)]
+        finals = {c.name: await env.TALLY.get_by_name(c.name).value() for c in self.everyone}
+        return checked(self.everyone, finals) + crashed
+
+
+async def increment_outcome(env: Any, name: str) -> str:
+    """``"served"``, or ``"Unavailable"`` when the counter's partition has no reachable owner."""
+    try:
+        await env.TALLY.get_by_name(name).increment()
+    except Unavailable as error:
+        return type(error).__name__
+    return "served"

@@ -32,21 +32,17 @@ import pytest
 import ray
 
 import durable
-from durable.errors import Unavailable
 from durable.rollout import restart
 from tests.ray import harness
 from tests.ray.apps import worker
-from tests.ray.harness import CLIENTS, IN_FLIGHT_ERRORS, Client, acked, wait_until
+from tests.ray.harness import RETRYABLE, Load, acked, increment_outcome, wait_until
 from tests.ray.simulated import RayNodes, Slots, main, run_scenario
 from tests.ray.test_moves_on_ray import durable_drain, settled
-from tests.ray.test_restarts_on_ray import read_forward, went_backwards
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
 NODES = ("node-a", "node-b", "node-c", "node-d")
 PARTITIONS = 8
-RETRYABLE = {"Unavailable", "Overloaded", *(e.__name__ for e in IN_FLIGHT_ERRORS),
-             "http-503", "http-refused", "http-lost"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -92,15 +88,9 @@ async def scenario(nodes: RayNodes, out: Path) -> dict[str, Any]:
     try:
         await asyncio.wait_for(asyncio.gather(*(h.ready.remote() for h in slots.hosts[:3])), 90)
         await wait_until(partial(placed, slots, 3), 90, "A, B and C to serve every partition")
-        stop = asyncio.Event()
-        clients = [Client(f"c{i}") for i in range(CLIENTS)]
-        web = Client("web")
-        everyone = [*clients, web]
-        seen: dict[str, list[int]] = {c.name: [] for c in clients}
         async with durable.connect(worker, address="auto") as env:
-            load = [asyncio.ensure_future(harness.keep_incrementing(env, c, stop)) for c in clients]
-            load.append(asyncio.ensure_future(harness.http_load(urls[:3], web, stop)))
-            load.append(asyncio.ensure_future(read_forward(env, list(seen), seen, stop)))
+            load = Load.start(env, urls[:3])
+            everyone = load.everyone
             await wait_until(partial(acked, everyone, 3), 30, "the load to run")
 
             nodes.add("node-d")
@@ -123,10 +113,7 @@ async def scenario(nodes: RayNodes, out: Path) -> dict[str, Any]:
             await wait_until(partial(placed, slots, 4), 120, "B to serve its partitions again")
             await wait_until(partial(acked, everyone, 3), 60, "the load after B returned")
 
-            stop.set()
-            results = await asyncio.gather(*load, return_exceptions=True)
-            crashed = [repr(r) for r in results if isinstance(r, BaseException)]
-            finals = {c.name: await env.TALLY.get_by_name(c.name).value() for c in everyone}
+            failed_checks = await load.finish(env)
         return {
             "homes_after_join": homes_after_join,
             "drain": drain,
@@ -136,9 +123,9 @@ async def scenario(nodes: RayNodes, out: Path) -> dict[str, Any]:
             "lost_partitions": lost,
             **loss,
             "acks": [len(c.acked) for c in everyone],
-            "backwards": went_backwards(seen),
+            "backwards": harness.went_backwards(load.seen),
             "errors": dict(Counter(harness.kind(e) for c in everyone for e in c.failures)),
-            "failed_checks": harness.checked(everyone, finals) + crashed,
+            "failed_checks": failed_checks,
         }
     finally:
         await slots.stop()
@@ -173,19 +160,12 @@ async def during_loss(env: Any, slots: Slots, lost: list[int]) -> dict[str, Any]
     on_b = [n for n in names if env.TALLY.id_from_name(n).partition(PARTITIONS) in lost]
     others = [n for n in names if n not in on_b]
 
-    async def rpc(name: str) -> str:
-        try:
-            await env.TALLY.get_by_name(name).increment()
-        except Unavailable as error:
-            return type(error).__name__
-        return "served"
-
     async with httpx.AsyncClient(base_url=slots.url(2), timeout=30) as http:
         replies = [await http.get(f"/tally/{n}") for n in on_b[:3]]
     return {
-        "lost_rpc": [await rpc(n) for n in on_b[3:6]],
+        "lost_rpc": [await increment_outcome(env, n) for n in on_b[3:6]],
         "lost_http": [[r.status_code, r.headers.get("retry-after")] for r in replies],
-        "others_during_loss": [await rpc(n) for n in others[:6]],
+        "others_during_loss": [await increment_outcome(env, n) for n in others[:6]],
     }
 
 

@@ -22,9 +22,8 @@ import pytest
 import ray
 
 import durable
-from durable.errors import Unavailable
 from tests.ray.apps import worker
-from tests.ray.harness import wait_until
+from tests.ray.harness import increment_outcome, wait_until
 from tests.ray.simulated import RayNodes, Slots, main, run_scenario
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -82,17 +81,9 @@ async def scenario(nodes: RayNodes, out: Path) -> dict[str, Any]:
 
         nodes.remove(NODES[1])  # node B is lost with its slot
         async with durable.connect(worker, address="auto") as env:
-
-            async def rpc(name: str) -> str:
-                try:
-                    await env.TALLY.get_by_name(name).increment()
-                except Unavailable as error:
-                    return type(error).__name__
-                return "served"
-
             async with httpx.AsyncClient(base_url=slots.url(0), timeout=30) as http:
                 replies = await asyncio.gather(*(http.get(f"/tally/{n}") for n in on_b[:3]))
-            lost_rpc = await asyncio.gather(*(rpc(n) for n in on_b[3:6]))
+            lost_rpc = await asyncio.gather(*(increment_outcome(env, n) for n in on_b[3:6]))
             alive = {n: (await env.TALLY.get_by_name(n).increment())["n"] for n in on_a}
         unplaceable = (await slots.directory.status.remote())["unplaceable"]
 

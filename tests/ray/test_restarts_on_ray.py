@@ -21,7 +21,6 @@ OUT_DIR LAYOUT``), as ``test_moves_on_ray.py``'s does.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import sys
 import time
 from collections import Counter
@@ -36,7 +35,7 @@ import durable
 from durable.rollout import restart, way_out
 from tests.ray import harness
 from tests.ray.apps import worker
-from tests.ray.harness import CLIENTS, Client, acked, wait_until
+from tests.ray.harness import Load, acked, wait_until
 from tests.ray.simulated import RayNodes, Slots, main, run_scenario
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -80,9 +79,7 @@ def test_no_acknowledged_write_is_lost_or_applied_twice_and_no_read_goes_backwar
 
 
 def test_clients_see_only_retryable_errors(run: dict[str, Any]) -> None:
-    retryable = {e.__name__ for e in (*harness.IN_FLIGHT_ERRORS, *harness.OUTAGE_ERRORS)}
-    allowed = retryable | {"http-503", "http-refused", "http-lost"}
-    assert set(run["errors"]) <= allowed, run["errors"]
+    assert set(run["errors"]) <= harness.RETRYABLE, run["errors"]
 
 
 def test_websocket_clients_of_a_restarted_gateway_are_closed_1012(run: dict[str, Any]) -> None:
@@ -104,25 +101,6 @@ async def spread(slots: Slots) -> list[list[int]] | None:
     return now if all(now) and every else None
 
 
-async def read_forward(env: Any, names: list[str], seen: dict[str, list[int]], stop: Any) -> None:
-    """Read the counters ``names`` in turn until ``stop``; ``seen`` gets each value read."""
-    while not stop.is_set():
-        for name in names:
-            try:
-                seen[name].append(await env.TALLY.get_by_name(name).value())
-            except (*harness.IN_FLIGHT_ERRORS, *harness.OUTAGE_ERRORS):
-                await asyncio.sleep(0.01)
-
-
-def went_backwards(seen: dict[str, list[int]]) -> list[str]:
-    return [
-        f"{name}: {a} then {b}"
-        for name, values in seen.items()
-        for a, b in itertools.pairwise(values)
-        if b < a
-    ]
-
-
 async def scenario(nodes: RayNodes, out: Path) -> dict[str, Any]:
     slots = Slots(out, LAYOUTS[sys.argv[2]][1], PARTITIONS, channel="tcp")
     urls = [slots.url(slot) for slot in range(len(slots.nodes))]
@@ -136,24 +114,15 @@ async def scenario(nodes: RayNodes, out: Path) -> dict[str, Any]:
         pids_before = [(await h.ready.remote())["pid"] for h in slots.hosts]
         sockets = [await ws_connect(f"{url.replace('http', 'ws')}/room/lobby") for url in urls]
         closes = [asyncio.ensure_future(harness.close_code(ws, ROLLOUT)) for ws in sockets]
-        stop = asyncio.Event()
-        clients = [Client(f"c{i}") for i in range(CLIENTS)]
-        web = Client("web")
-        everyone = [*clients, web]
-        seen: dict[str, list[int]] = {c.name: [] for c in clients}
         async with durable.connect(worker, address="auto") as env:
-            load = [asyncio.ensure_future(harness.keep_incrementing(env, c, stop)) for c in clients]
-            load.append(asyncio.ensure_future(harness.http_load(urls, web, stop)))
-            load.append(asyncio.ensure_future(read_forward(env, list(seen), seen, stop)))
+            load = Load.start(env, urls)
+            everyone = load.everyone
             await wait_until(partial(acked, everyone, 3), 30, "the load to run")
             started = time.monotonic()
             rollout = await restart(slots.directory, timeout=ROLLOUT / 3)
             seconds = time.monotonic() - started
             await wait_until(partial(acked, everyone, 3), 30, "the load to go on")
-            stop.set()
-            results = await asyncio.gather(*load, return_exceptions=True)
-            crashed = [repr(r) for r in results if isinstance(r, BaseException)]
-            finals = {c.name: await env.TALLY.get_by_name(c.name).value() for c in everyone}
+            failed_checks = await load.finish(env)
         errors = Counter(harness.kind(e) for c in everyone for e in c.failures)
         return {
             "ways": ways,
@@ -167,10 +136,10 @@ async def scenario(nodes: RayNodes, out: Path) -> dict[str, Any]:
             "pids_after": [(await h.ready.remote())["pid"] for h in slots.hosts],
             "owned_after": await slots.owned(),
             "acks": [len(c.acked) for c in everyone],
-            "reads": sum(len(v) for v in seen.values()),
-            "backwards": went_backwards(seen),
+            "reads": sum(len(v) for v in load.seen.values()),
+            "backwards": harness.went_backwards(load.seen),
             "errors": dict(errors),
-            "failed_checks": harness.checked(everyone, finals) + crashed,
+            "failed_checks": failed_checks,
             "close_codes": [await c for c in closes],
         }
     finally:
